@@ -1,0 +1,94 @@
+"""Calibration batches without a network: user text, built-in English text, or deterministic token ids."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pruned_perf.errors import UserError, choice_error
+
+# The first ids are reserved (LLaMA: unk, bos, eos), so byte b is token b + 3.
+SPECIAL_TOKENS = 3
+SOURCES = ("builtin", "tokens")
+
+
+@dataclass(frozen=True)
+class CalibSpec:
+    """How many windows of how many tokens, drawn with which seed."""
+
+    samples: int
+    seq_len: int
+    seed: int
+
+    def __post_init__(self):
+        if self.samples < 1 or self.seq_len < 2:
+            raise UserError(f"calibration needs at least 1 sample of 2 tokens, got "
+                            f"{self.samples} x {self.seq_len}")
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens: the tokenizer of the byte-level tiny presets (vocabulary >= 259)."""
+
+    vocab_size = 256 + SPECIAL_TOKENS
+    pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
+
+    def encode(self, text: str) -> list[int]:
+        return [b + SPECIAL_TOKENS for b in text.encode("utf-8")]
+
+    def decode(self, ids) -> str:
+        return bytes(i - SPECIAL_TOKENS for i in ids if i >= SPECIAL_TOKENS).decode("utf-8", "replace")
+
+
+def builtin_text() -> str:
+    """English prose that ships with Python itself: the documentation topics behind `help()`."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+def split_builtin_text(heldout_fraction: float = 0.1) -> tuple[str, str]:
+    """The built-in text cut into a training part and a held-out tail (for evaluation)."""
+    text = builtin_text()
+    cut = int(len(text) * (1 - heldout_fraction))
+    return text[:cut], text[cut:]
+
+
+def read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read calibration text {str(path)!r}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"calibration text {str(path)!r} is not UTF-8") from exc
+
+
+def token_windows(ids: list[int] | torch.Tensor, spec: CalibSpec) -> torch.Tensor:
+    """`spec.samples` random windows of `spec.seq_len` tokens, as in the methods' reference loaders."""
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    if ids.numel() <= spec.seq_len:
+        raise UserError(f"calibration text has {ids.numel()} tokens; need more than {spec.seq_len}")
+    generator = torch.Generator().manual_seed(spec.seed)
+    starts = torch.randint(0, ids.numel() - spec.seq_len, (spec.samples,), generator=generator)
+    return torch.stack([ids[s:s + spec.seq_len] for s in starts.tolist()])
+
+
+def random_tokens(spec: CalibSpec, vocab_size: int) -> torch.Tensor:
+    """Deterministic token ids for models without a tokenizer (random-weight presets)."""
+    generator = torch.Generator().manual_seed(spec.seed)
+    return torch.randint(SPECIAL_TOKENS, vocab_size, (spec.samples, spec.seq_len), generator=generator)
+
+
+def calibration_batch(spec: CalibSpec, vocab_size: int, tokenizer=None, source: str = "builtin",
+                      text_file: str | Path | None = None) -> torch.Tensor:
+    """Token ids [samples, seq_len]. Text needs a tokenizer; without one, deterministic token ids."""
+    if source not in SOURCES:
+        raise choice_error("calibration source", source, SOURCES)
+    if text_file is not None:
+        if tokenizer is None:
+            raise UserError("--calib-file needs a model with a tokenizer; this model has none "
+                            "(use the default deterministic token ids)")
+        return token_windows(tokenizer.encode(read_text(text_file)), spec)
+    if source == "builtin" and tokenizer is not None:
+        return token_windows(tokenizer.encode(builtin_text()), spec)
+    return random_tokens(spec, vocab_size)

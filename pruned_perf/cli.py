@@ -1,0 +1,169 @@
+"""`pruned-perf`: size, info, prune, overhead; compare, report, plot, baseline, merge (cli_results).
+
+Exit codes: 0 success, 1 a regression or a failed check, 2 bad input (one message on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pruned_perf.errors import UserError, choice_error
+
+METHOD_CHOICES = ("dense", "depth", "llm-pruner", "flap")
+
+
+def _layers_arg(text: str) -> tuple[int, int]:
+    try:
+        start, end = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:END, e.g. 4:30, got {text!r}") from None
+    return start, end
+
+
+def _add_sizing_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a preset (llama-7b, vicuna-13b, llama-3-8b, "
+                        "tiny-llama, tiny-gqa) or a local checkpoint directory")
+    parser.add_argument("--method", required=True, help=f"one of {', '.join(METHOD_CHOICES)}")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--ratio", type=float, help="depth: fraction of blocks; llm-pruner: per-layer width "
+                       "ratio r; flap: fraction p of attention+MLP parameters")
+    group.add_argument("--target-params", help="e.g. 4.9B: pick the setting whose count is closest")
+    parser.add_argument("--no-plus-rule", dest="plus_rule", action="store_false", default=None,
+                        help="depth: let the first 4 and last 2 blocks be removed too")
+    parser.add_argument("--layers", type=_layers_arg, help="llm-pruner: layers START:END to prune "
+                        "(default 4:L-2)")
+    parser.add_argument("--no-bias", dest="bias", action="store_false", default=None,
+                        help="flap: no bias compensation")
+
+
+def _sizing(args):
+    from pruned_perf import methods
+    from pruned_perf.models import model_config
+    from pruned_perf.sizing import parse_param_count
+
+    methods.get_method(args.method)  # name the bad method before touching the model
+    config = model_config(args.model)
+    target = parse_param_count(args.target_params) if args.target_params else None
+    options = {"plus_rule": args.plus_rule, "layers": args.layers, "bias": args.bias}
+    return config, methods.size(args.method, config, ratio=args.ratio, target=target, **options), options
+
+
+def cmd_size(args) -> int:
+    config, sizing, _ = _sizing(args)
+    print(sizing.describe())
+    if not sizing.exact:
+        print("(the achieved count depends on the structure the method finds; `prune` reports it)")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from pruned_perf.info import describe
+
+    info = describe(args.model)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{info['model']}: {info['params']:,} parameters, {info['layers']} layers, "
+          f"hidden {info['hidden_size']}, vocabulary {info['vocab_size']}")
+    if info.get("method"):
+        print(f"pruned by {info['method']} from {info['source']}")
+    for i, shape in enumerate(info["per_layer"]):
+        print(f"  layer {i:3d}: {shape['heads']:3d} heads ({shape['kv_heads']} kv), MLP {shape['mlp']}")
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from pruned_perf import methods
+    from pruned_perf.calibration import calibration_batch
+    from pruned_perf.fingerprint import pick_device
+    from pruned_perf.models import build_model, load_tokenizer, parse_dtype
+    from pruned_perf.sizing import count_params
+    from pruned_perf.surgery import prune, save_pruned
+
+    # Everything the user typed is checked before a model is built or a file is written.
+    config, sizing, options = _sizing(args)
+    device, dtype = pick_device(args.device), parse_dtype(args.dtype)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(f"output directory {str(out)!r} exists and is not empty (use --overwrite)")
+    method = methods.get_method(args.method)
+    criterion = args.criterion or method.CRITERIA[0]
+    if criterion not in method.CRITERIA:
+        raise choice_error(f"{args.method} criterion", criterion, method.CRITERIA)
+    tokenizer = load_tokenizer(args.model)
+    spec = methods.calibration_spec(args.method, args.calib_samples, args.calib_len, args.seed)
+    calib = None
+    if methods.needs_calibration(args.method, criterion):
+        calib = calibration_batch(spec, config.vocab_size, tokenizer, args.calib, args.calib_file)
+
+    print(f"planned: {sizing.describe()}")
+    model = build_model(args.model, device, dtype)
+    plan = methods.make_plan(model, args.method, sizing, args.model, criterion, calib, **options)
+    prune(model, plan)
+    save_pruned(model, plan, out, tokenizer=tokenizer, overwrite=args.overwrite)
+    print(f"achieved: {count_params(config, plan):,} parameters; saved to {out}")
+    return 0
+
+
+def cmd_overhead(args) -> int:
+    from pruned_perf.overhead import main as overhead_main
+
+    return overhead_main(args.overhead_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pruned-perf", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("size", help="the setting and parameter count a target gives (no weights)")
+    _add_sizing_args(p)
+    p.set_defaults(func=cmd_size)
+
+    p = sub.add_parser("info", help="parameters and per-layer shapes of a preset or directory")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("prune", help="prune a model and save weights + plan")
+    _add_sizing_args(p)
+    p.add_argument("--criterion", help="depth: ppl|taylor|magnitude; llm-pruner: element|vector|second; "
+                   "flap: AL-AM|UL-UM (default: the first)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float32", help="float16, bfloat16 or float32")
+    p.add_argument("--calib", default="builtin", help="builtin (text that ships with Python; needs a "
+                   "tokenizer) or tokens (deterministic token ids)")
+    p.add_argument("--calib-file", help="UTF-8 text to calibrate on instead")
+    p.add_argument("--calib-samples", type=int, help="default: the method's reference value")
+    p.add_argument("--calib-len", type=int, help="tokens per sample; default: the method's reference value")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("overhead", help="time raw generate against the measuring core (target: within 3%%)")
+    p.add_argument("overhead_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_overhead)
+
+    from pruned_perf.cli_results import add_commands
+
+    add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

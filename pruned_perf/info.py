@@ -1,0 +1,33 @@
+"""What `pruned-perf info` reports, read from configs and plans alone (no weights are allocated)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pruned_perf.models import model_config
+from pruned_perf.sizing import count_params, plan_shapes
+
+
+def describe(name: str) -> dict:
+    """Parameter count, layer count and per-layer widths of a preset, checkpoint or pruned directory."""
+    plan = None
+    if (Path(name) / "plan.json").is_file():
+        from pruned_perf.surgery import read_pruned_dir, source_config
+
+        pruned_config, plan = read_pruned_dir(name)
+        config = source_config(pruned_config, plan)
+    else:
+        config = model_config(name)
+    shapes = plan_shapes(config, plan)
+    info = {
+        "model": name,
+        "params": count_params(config, plan),
+        "layers": len(shapes),
+        "hidden_size": config.hidden_size,
+        "vocab_size": config.vocab_size,
+        "head_dim": config.head_dim,
+        "per_layer": shapes,
+    }
+    if plan is not None:
+        info.update(method=plan.method, source=plan.source, drop_blocks=plan.drop_blocks,
+                    bias_compensation=plan.bias_compensation)
+    return info

@@ -1,0 +1,69 @@
+"""The registry of pruning methods, and the one path every variant takes: size -> calibrate -> plan.
+
+A method is a module with NAME, CRITERIA (first = default), CALIB (its reference calibration, or None),
+`size(config, ratio=, target=, **opts) -> Sizing` and `plan(model, calib, sizing, criterion, **opts)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from pruned_perf.calibration import CalibSpec
+from pruned_perf.errors import UserError, choice_error
+from pruned_perf.methods import dense, depth, flap, llm_pruner
+from pruned_perf.plan import PrunePlan
+from pruned_perf.sizing import Sizing
+
+METHODS = {m.NAME: m for m in (dense, depth, llm_pruner, flap)}
+
+# Options that only some methods take (command line: --no-plus-rule, --layers, --no-bias).
+METHOD_OPTIONS = {"depth": {"plus_rule"}, "llm-pruner": {"layers"}, "flap": {"bias"}, "dense": set()}
+
+
+def get_method(name: str):
+    if name not in METHODS:
+        raise choice_error("method", name, METHODS)
+    return METHODS[name]
+
+
+def method_options(name: str, options: dict) -> dict:
+    """The subset of `options` that method `name` takes (None means: the method's default)."""
+    return {k: v for k, v in options.items() if k in METHOD_OPTIONS[name] and v is not None}
+
+
+def size(name: str, config, ratio: float | None = None, target: int | None = None, **options) -> Sizing:
+    method = get_method(name)
+    if name != "dense" and (ratio is None) == (target is None):
+        raise UserError(f"{name} needs exactly one of a ratio or a target parameter count")
+    return method.size(config, ratio=ratio, target=target, **method_options(name, options))
+
+
+def calibration_spec(name: str, samples: int | None = None, seq_len: int | None = None,
+                     seed: int | None = None) -> CalibSpec | None:
+    """The method's reference calibration, with any of its numbers overridden."""
+    spec = get_method(name).CALIB
+    if spec is None:
+        return None
+    overrides = {k: v for k, v in (("samples", samples), ("seq_len", seq_len), ("seed", seed)) if v is not None}
+    return dataclasses.replace(spec, **overrides)
+
+
+def needs_calibration(name: str, criterion: str | None) -> bool:
+    return get_method(name).CALIB is not None and criterion != "magnitude"
+
+
+def make_plan(model, name: str, sizing: Sizing, source: str, criterion: str | None = None,
+              calib: torch.Tensor | None = None, **options) -> PrunePlan:
+    """Run method `name` on `model` (unchanged) and return its plan, tagged with the source model."""
+    method = get_method(name)
+    criterion = criterion or method.CRITERIA[0]
+    if criterion not in method.CRITERIA:
+        raise choice_error(f"{name} criterion", criterion, method.CRITERIA)
+    if needs_calibration(name, criterion) and calib is None:
+        raise UserError(f"{name} ({criterion}) needs calibration data")
+    plan = method.plan(model, calib, sizing, criterion, **method_options(name, options))
+    plan.source = source
+    plan.settings["expected_params"] = sizing.params
+    return plan
+

@@ -1,0 +1,17 @@
+"""The unpruned model, through the same path as every method."""
+from __future__ import annotations
+
+from pruned_perf.plan import PrunePlan
+from pruned_perf.sizing import Sizing, count_params
+
+NAME = "dense"
+CRITERIA = ("none",)
+CALIB = None
+
+
+def size(config, ratio=None, target=None) -> Sizing:
+    return Sizing(NAME, {}, count_params(config), exact=True)
+
+
+def plan(model, calib, sizing: Sizing, criterion: str = "none") -> PrunePlan:
+    return PrunePlan(NAME, source="", num_layers=model.config.num_hidden_layers)

@@ -1,0 +1,138 @@
+"""Model presets (shapes of the reference models, random weights) and local checkpoints.
+
+No weights come from a hub: a preset is a config, built with random weights directly on the target
+device and dtype; a directory is a local Hugging Face checkpoint or a pruned model saved by pruned_perf.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
+
+from pruned_perf.errors import UserError, choice_error
+
+_LLAMA_1 = dict(vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-6)
+
+PRESETS: dict[str, dict] = {
+    # LLaMA-1 7B: 6,738,415,616 parameters.
+    "llama-7b": dict(_LLAMA_1, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                     num_attention_heads=32, num_key_value_heads=32),
+    # Vicuna-13B has the LLaMA-13B shape: 13,015,864,320 parameters.
+    "vicuna-13b": dict(_LLAMA_1, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                       num_attention_heads=40, num_key_value_heads=40),
+    # LLaMA-3 8B: grouped-query attention, 32 query / 8 key-value heads.
+    "llama-3-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
+                       rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
+    # CPU-sized: 12 layers so depth pruning has room; byte-level vocabulary (see calibration.ByteTokenizer).
+    "tiny-llama": dict(vocab_size=320, hidden_size=128, intermediate_size=352, num_hidden_layers=12,
+                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024),
+    "tiny-gqa": dict(vocab_size=320, hidden_size=128, intermediate_size=384, num_hidden_layers=12,
+                     num_attention_heads=8, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024),
+}
+
+# Presets small enough to have a byte-level tokenizer (their vocabulary holds all 256 bytes).
+BYTE_LEVEL_PRESETS = {"tiny-llama", "tiny-gqa"}
+
+SUPPORTED_MODEL_TYPES = {"llama"}
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise choice_error("dtype", name, DTYPES)
+    return DTYPES[name]
+
+
+def is_preset(name: str) -> bool:
+    return name in PRESETS
+
+
+def model_config(name: str) -> LlamaConfig:
+    """The config of a preset or a local checkpoint directory, without touching weights."""
+    if name in PRESETS:
+        return LlamaConfig(**PRESETS[name])
+    path = Path(name)
+    if not path.is_dir():
+        raise UserError(f"unknown model {name!r}: not a preset and not a directory; "
+                        f"valid presets: {', '.join(PRESETS)}")
+    if not (path / "config.json").is_file():
+        raise UserError(f"model directory {name!r} has no config.json")
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model directory {name!r}: unreadable config.json ({exc})") from exc
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise UserError(f"model {name!r} has model_type {config.model_type!r}; "
+                        f"supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}")
+    return config
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_from_config(config: LlamaConfig, device: torch.device | str, dtype: torch.dtype,
+                      seed: int = 0) -> LlamaForCausalLM:
+    """Random weights, allocated and initialised directly on `device` in `dtype`.
+
+    Building under a device context and default dtype means a 7B model never passes through an fp32
+    copy of itself, and its initialisation runs on the GPU (seconds, not minutes).
+    """
+    device = torch.device(device)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        with torch.device(device), _default_dtype(dtype):
+            model = LlamaForCausalLM(config)
+    return model.eval()
+
+
+def build_model(name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                seed: int = 0) -> LlamaForCausalLM:
+    """A preset with random weights, a local checkpoint, or a pruned model directory."""
+    if name in PRESETS:
+        return build_from_config(model_config(name), device, dtype, seed)
+    path = Path(name)
+    if (path / "plan.json").is_file():
+        from pruned_perf.surgery import load_pruned  # surgery imports this module
+
+        return load_pruned(path, device, dtype)
+    config = model_config(name)  # validates the directory and its model type
+    model = LlamaForCausalLM.from_pretrained(path, config=config, local_files_only=True, dtype=dtype)
+    return model.to(device).eval()
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
+def load_tokenizer(name: str):
+    """The model's tokenizer, offline: byte-level for tiny presets, None for the other presets.
+
+    A pruned directory without tokenizer files uses its source model's tokenizer.
+    """
+    from pruned_perf.calibration import ByteTokenizer
+
+    if name in PRESETS:
+        return ByteTokenizer() if name in BYTE_LEVEL_PRESETS else None
+    path = Path(name)
+    if any((path / f).is_file() for f in _TOKENIZER_FILES):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    plan_file = path / "plan.json"
+    if plan_file.is_file():
+        source = json.loads(plan_file.read_text()).get("source")
+        if source and source != name:
+            return load_tokenizer(source)
+    return None

@@ -1,0 +1,263 @@
+"""apply(model, plan): the one place that cuts a model; save and load of pruned models."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_model
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from pruned_perf.errors import UserError
+from pruned_perf.modules import HeadlessAttention
+from pruned_perf.plan import PrunePlan, load_plan, save_plan, validate
+
+WEIGHTS = "model.safetensors"
+PLAN = "plan.json"
+CONFIG = "config.json"
+
+
+def apply(model: LlamaForCausalLM, plan: PrunePlan) -> LlamaForCausalLM:
+    """Slice heads and channels, add compensation biases, drop blocks. In place; returns `model`.
+
+    Works on a model whose weights live on the meta device too (that is how `load_pruned` rebuilds
+    exact shapes before loading).
+    """
+    validate(plan, model.config)
+    means = plan.channel_means or {}
+    layers = model.model.layers
+    for i in plan.kept_layers():
+        if i in plan.keep_heads or plan.bias_compensation:
+            _prune_attention(layers[i], plan.keep_heads.get(i), means.get(f"attn.{i}"), plan.bias_compensation)
+        if i in plan.keep_channels or plan.bias_compensation:
+            _prune_mlp(layers[i], plan.keep_channels.get(i), means.get(f"mlp.{i}"), plan.bias_compensation)
+    _drop_blocks(model, plan.drop_blocks)
+    return model
+
+
+def _span_index(units, width: int, device) -> torch.Tensor:
+    """Row indices of the kept units, each `width` consecutive rows."""
+    idx = [u * width + j for u in units for j in range(width)]
+    return torch.tensor(idx, dtype=torch.long, device=device)
+
+
+def _complement(keep: torch.Tensor, size: int) -> torch.Tensor:
+    mask = torch.ones(size, dtype=torch.bool, device=keep.device)
+    mask[keep] = False
+    return mask
+
+
+def _compensation(weight: torch.Tensor, keep: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
+    """FLAP's bias: what the removed input channels contributed on average, W[:, removed] @ mean[removed]."""
+    if mean is None:  # a saved model being rebuilt: the loaded weights fill the bias
+        return torch.zeros(weight.shape[0], device=weight.device, dtype=weight.dtype)
+    removed = _complement(keep, weight.shape[1])
+    mean = mean.to(device=weight.device, dtype=torch.float32)
+    return (weight.float() @ (mean * removed)).to(weight.dtype)
+
+
+def _new_linear(weight: torch.Tensor, bias: torch.Tensor | None, requires_grad: bool) -> nn.Linear:
+    # Built on meta then given the sliced tensors: no throw-away allocation and init of a full matrix.
+    with torch.device("meta"):
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    linear.weight = nn.Parameter(weight.detach().contiguous(), requires_grad=requires_grad)
+    if bias is not None:
+        linear.bias = nn.Parameter(bias.detach().contiguous(), requires_grad=requires_grad)
+    return linear
+
+
+def _slice_rows(linear: nn.Linear, rows: torch.Tensor) -> nn.Linear:
+    bias = linear.bias[rows] if linear.bias is not None else None
+    return _new_linear(linear.weight[rows], bias, linear.weight.requires_grad)
+
+
+def _slice_cols(linear: nn.Linear, cols: torch.Tensor, extra_bias: torch.Tensor | None) -> nn.Linear:
+    bias = linear.bias
+    if extra_bias is not None:
+        bias = extra_bias if bias is None else bias + extra_bias
+    return _new_linear(linear.weight[:, cols], bias, linear.weight.requires_grad)
+
+
+def _prune_attention(layer, keep_kv, mean, bias: bool) -> None:
+    attn = layer.self_attn
+    head_dim, n_rep = attn.head_dim, attn.num_key_value_groups
+    o_proj = attn.o_proj
+    device = o_proj.weight.device
+    if keep_kv is None:
+        keep_kv = range(attn.k_proj.out_features // head_dim)
+    q_rows = _span_index(keep_kv, n_rep * head_dim, device)
+    extra = _compensation(o_proj.weight, q_rows, mean) if bias else None
+    if len(keep_kv) == 0:
+        out_bias = o_proj.bias if extra is None else (extra if o_proj.bias is None else o_proj.bias + extra)
+        headless = HeadlessAttention(o_proj.out_features, head_dim, attn.layer_idx, bias=out_bias is not None,
+                                     device=device, dtype=o_proj.weight.dtype)
+        if out_bias is not None:
+            headless.bias = nn.Parameter(out_bias.detach().clone(), requires_grad=o_proj.weight.requires_grad)
+        layer.self_attn = headless
+        return
+    kv_rows = _span_index(keep_kv, head_dim, device)
+    attn.q_proj = _slice_rows(attn.q_proj, q_rows)
+    attn.k_proj = _slice_rows(attn.k_proj, kv_rows)
+    attn.v_proj = _slice_rows(attn.v_proj, kv_rows)
+    attn.o_proj = _slice_cols(o_proj, q_rows, extra)
+
+
+def _prune_mlp(layer, keep, mean, bias: bool) -> None:
+    mlp = layer.mlp
+    device = mlp.down_proj.weight.device
+    keep = torch.arange(mlp.up_proj.out_features, device=device) if keep is None else \
+        torch.tensor(keep, dtype=torch.long, device=device)
+    extra = _compensation(mlp.down_proj.weight, keep, mean) if bias else None
+    # Zero channels is fine for nn.Linear: the MLP then outputs its bias.
+    mlp.gate_proj = _slice_rows(mlp.gate_proj, keep)
+    mlp.up_proj = _slice_rows(mlp.up_proj, keep)
+    mlp.down_proj = _slice_cols(mlp.down_proj, keep, extra)
+    mlp.intermediate_size = len(keep)
+
+
+def _drop_blocks(model: LlamaForCausalLM, drop: list[int]) -> None:
+    if not drop:
+        return
+    dropped = set(drop)
+    kept = [layer for i, layer in enumerate(model.model.layers) if i not in dropped]
+    model.model.layers = nn.ModuleList(kept)
+    # The KV cache is indexed by layer_idx: a stale index would write into another layer's slot.
+    for new_idx, layer in enumerate(kept):
+        layer.self_attn.layer_idx = new_idx
+    config = model.config
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        config.layer_types = [t for i, t in enumerate(layer_types) if i not in dropped]
+    config.num_hidden_layers = len(kept)
+
+
+def prune(model: LlamaForCausalLM, plan: PrunePlan) -> LlamaForCausalLM:
+    """Apply a plan with gradients off: a pruned model is for inference."""
+    with torch.no_grad():
+        return apply(model, plan)
+
+
+# --- save / load ---------------------------------------------------------------------------------
+
+def save_pruned(model: LlamaForCausalLM, plan: PrunePlan, out_dir: str | Path, tokenizer=None,
+                overwrite: bool = False) -> Path:
+    """Write config.json + plan.json + model.safetensors (+ tokenizer) into `out_dir`, all or nothing."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise UserError(f"output directory {str(out_dir)!r} exists and is not empty (use --overwrite)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        config = copy.deepcopy(model.config)
+        config.architectures = [type(model).__name__]
+        config.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        config.to_json_file(tmp / CONFIG)
+        save_plan(_without_means(plan), tmp / PLAN)
+        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+            tokenizer.save_pretrained(tmp)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _without_means(plan: PrunePlan) -> PrunePlan:
+    # The biases the means produced are in the weights now; the loader needs only shapes.
+    plan = copy.copy(plan)
+    plan.channel_means = None
+    return plan
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)
+
+
+def read_pruned_dir(path: str | Path) -> tuple[LlamaConfig, PrunePlan]:
+    """The saved config (pruned layer count) and plan of a pruned directory, without weights."""
+    path = Path(path)
+    missing = [name for name in (CONFIG, PLAN, WEIGHTS) if not (path / name).is_file()]
+    if missing:
+        raise UserError(f"{str(path)!r} is not a pruned model directory: missing {', '.join(missing)}")
+    try:
+        config = LlamaConfig.from_dict(json.loads((path / CONFIG).read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise UserError(f"{str(path / CONFIG)!r} is corrupt: {exc}") from exc
+    plan = load_plan(path / PLAN, with_means=False)
+    if config.num_hidden_layers != len(plan.kept_layers()):
+        raise UserError(f"{str(path)!r} is inconsistent: config.json has {config.num_hidden_layers} layers, "
+                        f"plan.json keeps {len(plan.kept_layers())}")
+    return config, plan
+
+
+def source_config(config: LlamaConfig, plan: PrunePlan) -> LlamaConfig:
+    """The config of the unpruned model a plan was made for (LLaMA layers are homogeneous)."""
+    source = copy.deepcopy(config)
+    source.num_hidden_layers = plan.num_layers
+    if getattr(source, "layer_types", None):
+        source.layer_types = [source.layer_types[0]] * plan.num_layers
+    return source
+
+
+def pruned_skeleton(config: LlamaConfig, plan: PrunePlan) -> LlamaForCausalLM:
+    """The pruned model's exact module shapes on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        model = LlamaForCausalLM(source_config(config, plan))
+    return apply(model, plan)
+
+
+def load_pruned(path: str | Path, device="cpu", dtype: torch.dtype | None = None) -> LlamaForCausalLM:
+    """Rebuild exact shapes from plan.json, then load the weights strictly: no size is re-initialised."""
+    path = Path(path)
+    config, plan = read_pruned_dir(path)
+    model = pruned_skeleton(config, plan)
+    try:
+        state = load_file(str(path / WEIGHTS), device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{str(path / WEIGHTS)!r} is corrupt: {exc}") from exc
+    _check_state(model, state, path)
+    model.load_state_dict(state, strict=False, assign=True)
+    if model.config.tie_word_embeddings:
+        model.tie_weights()
+    _rebuild_buffers(model, device)
+    if dtype is not None:
+        model.to(dtype)
+    return model.eval()
+
+
+def _check_state(model: nn.Module, state: dict, path: Path) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)  # safetensors stores a shared tensor once
+        state.pop("lm_head.weight", None)
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    problems = [f"missing {k}" for k in expected.keys() - found.keys()]
+    problems += [f"unexpected {k}" for k in found.keys() - expected.keys()]
+    problems += [f"{k}: file {found[k]} vs plan {expected[k]}"
+                 for k in expected.keys() & found.keys() if found[k] != expected[k]]
+    if problems:
+        shown = "; ".join(sorted(problems)[:5])
+        raise UserError(f"weights in {str(path)!r} do not match plan.json ({len(problems)} problems): {shown}")
+
+
+def _rebuild_buffers(model: LlamaForCausalLM, device) -> None:
+    # Non-persistent buffers (rotary frequencies) are not in the file; build them on the device.
+    rotary = model.model.rotary_emb
+    with torch.device(device):
+        model.model.rotary_emb = type(rotary)(config=model.config)
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise UserError(f"pruned model has tensors that were not loaded: {', '.join(left[:5])}")
