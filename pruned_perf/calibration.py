@@ -79,16 +79,23 @@ def random_tokens(spec: CalibSpec, vocab_size: int) -> torch.Tensor:
     return torch.randint(SPECIAL_TOKENS, vocab_size, (spec.samples, spec.seq_len), generator=generator)
 
 
-def calibration_batch(spec: CalibSpec, vocab_size: int, tokenizer=None, source: str = "builtin",
-                      text_file: str | Path | None = None) -> torch.Tensor:
-    """Token ids [samples, seq_len]. Text needs a tokenizer; without one, deterministic token ids."""
+def effective_source(source: str, tokenizer=None, text_file: str | Path | None = None) -> str:
+    """What a batch is really drawn from: a file, the built-in text, or token ids (no tokenizer)."""
     if source not in SOURCES:
         raise choice_error("calibration source", source, SOURCES)
     if text_file is not None:
         if tokenizer is None:
             raise UserError("--calib-file needs a model with a tokenizer; this model has none "
                             "(use the default deterministic token ids)")
-        return token_windows(tokenizer.encode(read_text(text_file)), spec)
-    if source == "builtin" and tokenizer is not None:
-        return token_windows(tokenizer.encode(builtin_text()), spec)
-    return random_tokens(spec, vocab_size)
+        return f"file:{text_file}"
+    return "builtin" if source == "builtin" and tokenizer is not None else "tokens"
+
+
+def calibration_batch(spec: CalibSpec, vocab_size: int, tokenizer=None, source: str = "builtin",
+                      text_file: str | Path | None = None) -> torch.Tensor:
+    """Token ids [samples, seq_len]. Text needs a tokenizer; without one, deterministic token ids."""
+    drawn_from = effective_source(source, tokenizer, text_file)
+    if drawn_from == "tokens":
+        return random_tokens(spec, vocab_size)
+    text = builtin_text() if drawn_from == "builtin" else read_text(text_file)
+    return token_windows(tokenizer.encode(text), spec)

@@ -149,8 +149,7 @@ def save_pruned(model: LlamaForCausalLM, plan: PrunePlan, out_dir: str | Path, t
                 overwrite: bool = False) -> Path:
     """Write config.json + plan.json + model.safetensors (+ tokenizer) into `out_dir`, all or nothing."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise UserError(f"output directory {str(out_dir)!r} exists and is not empty (use --overwrite)")
+    check_output_dir(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
@@ -167,6 +166,14 @@ def save_pruned(model: LlamaForCausalLM, plan: PrunePlan, out_dir: str | Path, t
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def check_output_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to write over a file, or over a non-empty directory unless asked to."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output {str(out_dir)!r} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise UserError(f"output directory {str(out_dir)!r} exists and is not empty (use --overwrite)")
 
 
 def _without_means(plan: PrunePlan) -> PrunePlan:

@@ -9,7 +9,7 @@ import dataclasses
 
 import torch
 
-from pruned_perf.calibration import CalibSpec
+from pruned_perf.calibration import CalibSpec, calibration_batch
 from pruned_perf.errors import UserError, choice_error
 from pruned_perf.methods import dense, depth, flap, llm_pruner
 from pruned_perf.plan import PrunePlan
@@ -53,13 +53,28 @@ def needs_calibration(name: str, criterion: str | None) -> bool:
     return get_method(name).CALIB is not None and criterion != "magnitude"
 
 
-def make_plan(model, name: str, sizing: Sizing, source: str, criterion: str | None = None,
-              calib: torch.Tensor | None = None, **options) -> PrunePlan:
-    """Run method `name` on `model` (unchanged) and return its plan, tagged with the source model."""
+def check_criterion(name: str, criterion: str | None) -> str:
+    """The criterion to use (the method's first by default); an unknown one is a UserError."""
     method = get_method(name)
     criterion = criterion or method.CRITERIA[0]
     if criterion not in method.CRITERIA:
         raise choice_error(f"{name} criterion", criterion, method.CRITERIA)
+    return criterion
+
+
+def calibrate(name: str, criterion: str, spec: CalibSpec | None, vocab_size: int, tokenizer=None,
+              source: str = "builtin", text_file=None) -> torch.Tensor | None:
+    """The calibration batch the method needs, or None when it needs none (no model required)."""
+    if not needs_calibration(name, criterion):
+        return None
+    return calibration_batch(spec, vocab_size, tokenizer, source, text_file)
+
+
+def make_plan(model, name: str, sizing: Sizing, source: str, criterion: str | None = None,
+              calib: torch.Tensor | None = None, **options) -> PrunePlan:
+    """Run method `name` on `model` (unchanged) and return its plan, tagged with the source model."""
+    method = get_method(name)
+    criterion = check_criterion(name, criterion)
     if needs_calibration(name, criterion) and calib is None:
         raise UserError(f"{name} ({criterion}) needs calibration data")
     plan = method.plan(model, calib, sizing, criterion, **method_options(name, options))

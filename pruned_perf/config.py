@@ -1,0 +1,176 @@
+"""Comparison settings from `[tool.pruned_perf]` in a pyproject.toml.
+
+```toml
+[tool.pruned_perf]
+alpha = 0.008          # significance level of the one-sided Mann-Whitney U test
+min_rounds = 5         # fewer timed rounds on either side -> inconclusive
+
+[tool.pruned_perf.thresholds]   # relative change of the median that counts, per metric
+latency_s = 0.05
+tokens_per_s = 0.05
+ttft_s = 0.05
+tpot_s = 0.05
+peak_mem_bytes = 0.02
+
+[[tool.pruned_perf.groups]]     # per-point overrides; fnmatch on the point id
+match = "llama-7b-*"
+latency_s = 0.08
+min_rounds = 7
+```
+
+Groups apply in file order; a later matching group overrides what an earlier one set.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+from pruned_perf.errors import UserError
+
+# The defaults equal the repository's pyproject so that a checkout without one compares the same way.
+DEFAULT_THRESHOLDS = {
+    "latency_s": 0.05,
+    "tokens_per_s": 0.05,
+    "ttft_s": 0.05,
+    "tpot_s": 0.05,
+    "peak_mem_bytes": 0.02,
+}
+# Chosen by simulation (tests/test_compare.py). With 5 rounds a side the exact one-sided test's p-values
+# are 1/252 = 0.0040, 2/252 = 0.0079, 4/252 = 0.016, ...: alpha = 0.008 accepts complete separation or
+# one swapped pair. Smaller (only complete separation) catches a 20% slowdown at 5% noise in only ~91% of
+# runs; 0.008 catches ~97%, and since the exact test is valid, identical distributions give p < alpha
+# in at most 0.8% of runs for any sample sizes (the threshold gate lowers that further).
+DEFAULT_ALPHA = 0.008
+# The protocol's minimum; also the smallest equal sample size that can reach p < alpha (4 a side:
+# p >= 1/70). Fewer rounds on either side is inconclusive, never a pass.
+DEFAULT_MIN_ROUNDS = 5
+
+TOP_LEVEL_KEYS = ("thresholds", "groups", "alpha", "min_rounds")
+SETTING_KEYS = tuple(DEFAULT_THRESHOLDS) + ("alpha", "min_rounds")
+GROUP_KEYS = ("match",) + SETTING_KEYS
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one point is compared with."""
+
+    thresholds: dict[str, float]
+    alpha: float
+    min_rounds: int
+
+
+@dataclass
+class Group:
+    match: str
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    alpha: float = DEFAULT_ALPHA
+    min_rounds: int = DEFAULT_MIN_ROUNDS
+    groups: list[Group] = field(default_factory=list)
+    source: str = "defaults"
+
+    def settings_for(self, point_id: str) -> Settings:
+        thresholds = dict(self.thresholds)
+        alpha, min_rounds = self.alpha, self.min_rounds
+        for group in self.groups:
+            if not fnmatch.fnmatchcase(point_id, group.match):
+                continue
+            for key, value in group.overrides.items():
+                if key == "alpha":
+                    alpha = value
+                elif key == "min_rounds":
+                    min_rounds = value
+                else:
+                    thresholds[key] = value
+        return Settings(thresholds, alpha, min_rounds)
+
+
+def load_config(pyproject_path: str | os.PathLike | None = None) -> Config:
+    """Read `[tool.pruned_perf]`; with no path, ./pyproject.toml if it exists, else the defaults."""
+    if pyproject_path is None:
+        if not os.path.isfile("pyproject.toml"):
+            return Config()
+        pyproject_path = "pyproject.toml"
+    path = os.fspath(pyproject_path)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such pyproject file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from None
+    table = doc.get("tool", {}).get("pruned_perf", {})
+    return config_from_table(table, source=path)
+
+
+def config_from_table(table: dict, source: str = "<table>") -> Config:
+    where = f"{source} [tool.pruned_perf]"
+    _check_keys(table, TOP_LEVEL_KEYS, where)
+    config = Config(source=source)
+    thresholds = table.get("thresholds", {})
+    if not isinstance(thresholds, dict):
+        raise UserError(f"{where}: thresholds must be a table, got {thresholds!r}")
+    _check_keys(thresholds, tuple(DEFAULT_THRESHOLDS), f"{where}.thresholds")
+    for key, value in thresholds.items():
+        config.thresholds[key] = _threshold(value, f"{where}.thresholds.{key}")
+    if "alpha" in table:
+        config.alpha = _alpha(table["alpha"], f"{where}.alpha")
+    if "min_rounds" in table:
+        config.min_rounds = _min_rounds(table["min_rounds"], f"{where}.min_rounds")
+    groups = table.get("groups", [])
+    if not isinstance(groups, list):
+        raise UserError(f"{where}: groups must be an array of tables ([[tool.pruned_perf.groups]])")
+    config.groups = [_group(g, f"{where}.groups[{i}]") for i, g in enumerate(groups)]
+    return config
+
+
+def _group(table, where: str) -> Group:
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: must be a table, got {table!r}")
+    _check_keys(table, GROUP_KEYS, where)
+    match = table.get("match")
+    if not isinstance(match, str) or not match:
+        raise UserError(f"{where}: needs match = \"<fnmatch pattern on the point id>\"")
+    overrides = {}
+    for key, value in table.items():
+        if key == "alpha":
+            overrides[key] = _alpha(value, f"{where}.alpha")
+        elif key == "min_rounds":
+            overrides[key] = _min_rounds(value, f"{where}.min_rounds")
+        elif key != "match":
+            overrides[key] = _threshold(value, f"{where}.{key}")
+    return Group(match, overrides)
+
+
+def _check_keys(table: dict, valid: tuple, where: str) -> None:
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _threshold(value, where: str) -> float:
+    if not _is_number(value) or not 0 <= value < 10:
+        raise UserError(f"{where}: threshold must be a relative change >= 0 (0.05 = 5%), got {value!r}")
+    return float(value)
+
+
+def _alpha(value, where: str) -> float:
+    if not _is_number(value) or not 0 < value < 1:
+        raise UserError(f"{where}: alpha must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _min_rounds(value, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"{where}: min_rounds must be an integer >= 1, got {value!r}")
+    return value

@@ -1,0 +1,451 @@
+"""One benchmark point, measured as the measurement protocol says: warm-up at the exact shape, timed
+rounds, TTFT rounds, peak memory, OOM as a result. Knows nothing of pytest: the plugin passes `timed_rounds`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from pruned_perf.errors import UserError, choice_error
+from pruned_perf.sizing import layer_shapes
+
+SCHEMA = 1
+BACKENDS = ("eager", "static")
+# LLaMA tokenizers reserve 0..2 for unk/bos/eos; a prompt made of them is not a prompt.
+FIRST_PROMPT_ID = 3
+
+# timed_rounds(fn, rounds, warmup=0) -> wall seconds of each of `rounds` calls of fn
+TimedRounds = Callable[..., list]
+
+_OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)
+
+
+class GenerationLengthError(RuntimeError):
+    """generate returned fewer (or more) tokens than the point asks for."""
+
+
+@dataclass(frozen=True)
+class Point:
+    model: str
+    method: str
+    input_tokens: int
+    output_tokens: int
+    batch_size: int
+    backend: str = "eager"
+
+    def __post_init__(self):
+        for name in ("model", "method"):
+            _check_name(name, getattr(self, name))
+        for name in ("input_tokens", "output_tokens", "batch_size"):
+            _check_positive_int(name, getattr(self, name))
+        if self.backend not in BACKENDS:
+            raise choice_error("backend", self.backend, BACKENDS)
+
+    @property
+    def id(self) -> str:
+        return (f"{self.model}-{self.method}-in{self.input_tokens}-out{self.output_tokens}"
+                f"-M{self.batch_size}-{self.backend}")
+
+    @property
+    def series(self) -> tuple:
+        """Points that differ only in batch size: one line of the figure."""
+        return (self.model, self.method, self.input_tokens, self.output_tokens, self.backend)
+
+
+def _check_name(what: str, value) -> None:
+    if not isinstance(value, str) or not value:
+        raise UserError(f"{what} must be a non-empty string, got {value!r}")
+
+
+def _check_positive_int(what: str, value) -> None:
+    # bool is an int subclass; True as a batch size is a bug, not a 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{what} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class Measurement:
+    """Exactly the `extra_info` fields of docs/results-schema.md (schema and id are added by to_dict).
+
+    An OOM point has null timings and empty round lists.
+    """
+    model: str
+    method: str
+    params: int
+    weight_bytes: int
+    batch_size: int
+    input_tokens: int
+    output_tokens: int
+    backend: str
+    dtype: str
+    device: str
+    oom: bool = False
+    oom_skipped: bool = False
+    latency_s: float | None = None
+    latency_iqr_s: float | None = None
+    latency_min_s: float | None = None
+    tokens_per_s: float | None = None
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    peak_mem_bytes: int | None = None
+    rounds_s: list = field(default_factory=list)
+    ttft_rounds_s: list = field(default_factory=list)
+    warmup_s: list = field(default_factory=list)
+    decode_bw_frac: float | None = None
+    device_copy_bytes_per_s: float | None = None
+    layers: list = field(default_factory=list)
+
+    @property
+    def point(self) -> Point:
+        return Point(self.model, self.method, self.input_tokens, self.output_tokens, self.batch_size, self.backend)
+
+    @property
+    def id(self) -> str:
+        return self.point.id
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "id": self.id, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Measurement":
+        if data.get("schema") != SCHEMA:
+            raise UserError(f"measurement schema {data.get('schema')!r} is not supported; valid choices: {SCHEMA}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise UserError(f"measurement {data.get('id')!r} lacks fields: {', '.join(missing)}")
+        measurement = cls(**{name: data[name] for name in names if name in data})
+        if "id" in data and data["id"] != measurement.id:
+            raise UserError(f"measurement id {data['id']!r} does not match its fields ({measurement.id!r})")
+        return measurement
+
+
+def timing_fields(point: Point, rounds_s: list, ttft_rounds_s: list) -> dict:
+    """The summary fields of a measured point, from its raw rounds."""
+    latency_s = statistics.median(rounds_s)
+    ttft_s = statistics.median(ttft_rounds_s)
+    # after the first token there are out-1 decode steps; with one token there is no decode to time
+    tpot_s = (latency_s - ttft_s) / (point.output_tokens - 1) if point.output_tokens > 1 else None
+    return {
+        "latency_s": latency_s,
+        "latency_iqr_s": _iqr(rounds_s),
+        "latency_min_s": min(rounds_s),
+        "tokens_per_s": point.batch_size * point.output_tokens / latency_s,
+        "ttft_s": ttft_s,
+        "tpot_s": tpot_s,
+    }
+
+
+def _iqr(values: list) -> float:
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q3 - q1
+
+
+def make_inputs(point: Point, vocab_size: int, device, seed: int = 0) -> dict:
+    """M prompts of exactly `input_tokens` ids, the same for every run with the same seed."""
+    if vocab_size <= FIRST_PROMPT_ID:
+        raise UserError(f"vocab_size must be larger than {FIRST_PROMPT_ID}, got {vocab_size!r}")
+    generator = torch.Generator().manual_seed(seed)
+    shape = (point.batch_size, point.input_tokens)
+    # drawn on the CPU so the ids do not depend on the device's random number generator
+    input_ids = torch.randint(FIRST_PROMPT_ID, vocab_size, shape, generator=generator).to(device)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def generate_kwargs(model, point: Point, new_tokens: int) -> dict:
+    """Greedy, exactly `new_tokens` new tokens: min = max so EOS cannot end a sequence early."""
+    return {
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "num_beams": 1,
+        "pad_token_id": _pad_token_id(model),
+        "return_dict_in_generate": False,
+        # explicit even for eager: a model's generation_config may preset another cache
+        "cache_implementation": "static" if point.backend == "static" else "dynamic",
+    }
+
+
+def _pad_token_id(model) -> int:
+    # without a pad id generate warns on every call and picks one itself
+    config = model.generation_config
+    for candidate in (config.pad_token_id, getattr(model.config, "pad_token_id", None), config.eos_token_id):
+        if isinstance(candidate, (list, tuple)):
+            candidate = candidate[0] if candidate else None
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def full_call(model, point: Point, inputs: dict, new_tokens: int) -> Callable[[], None]:
+    """One synchronized generate call at the point's shape: what the timed rounds time."""
+    kwargs = generate_kwargs(model, point, new_tokens)
+    expected = (point.batch_size, point.input_tokens + new_tokens)
+    device = inputs["input_ids"].device
+
+    def call() -> None:
+        synchronize(device)
+        output = model.generate(**inputs, **kwargs)
+        synchronize(device)
+        check_length(output, expected, point)
+
+    return call
+
+
+def check_length(output, expected: tuple, point: Point) -> None:
+    sequences = getattr(output, "sequences", output)
+    if tuple(sequences.shape) != expected:
+        raise GenerationLengthError(
+            f"generate returned shape {tuple(sequences.shape)} for {point.id}, expected {expected} "
+            "(batch, input + new tokens): a short generation would be a wrong, flattering result")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_timed_rounds(fn: Callable[[], None], rounds: int, warmup: int = 0) -> list:
+    """The default `timed_rounds`: a plain loop, one perf_counter reading per call."""
+    for _ in range(warmup):
+        fn()
+    return [_time_once(fn) for _ in range(rounds)]
+
+
+def _time_once(fn: Callable[[], None]) -> float:
+    start_s = time.perf_counter()
+    fn()
+    return time.perf_counter() - start_s
+
+
+def is_oom(exc: BaseException | None) -> bool:
+    # torch.compile wraps an OOM during compilation or graph capture in its own error: follow the chain
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if _is_oom_itself(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _is_oom_itself(exc: BaseException) -> bool:
+    if isinstance(exc, _OOM_ERRORS):
+        return True
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+
+
+def free_memory(device: torch.device) -> None:
+    # reference cycles (frames <-> tracebacks) can keep a failed call's tensors alive until collected
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def forget_static_cache_length(model) -> None:
+    # transformers reuses the largest static cache it has seen on this model, which would make a shorter
+    # point attend over (and pay for) a longer cache than its own. Within one point the length stays, so
+    # the one-token TTFT calls run with the same cache as the full call's prefill and do not recompile.
+    if hasattr(model, "_previous_max_cache_length"):
+        del model._previous_max_cache_length
+
+
+# --- memory bandwidth -----------------------------------------------------------------------------
+
+_COPY_BYTES_PER_S: dict = {}
+
+
+def device_copy_bytes_per_s(device) -> float | None:
+    """Measured device-to-device copy bandwidth (bytes read + written per second), once per process.
+
+    None when not even a small buffer fits.
+    """
+    device = _indexed(torch.device(device))
+    key = str(device)
+    if key not in _COPY_BYTES_PER_S:
+        _COPY_BYTES_PER_S[key] = _measure_copy_bandwidth(device)
+    return _COPY_BYTES_PER_S[key]
+
+
+def _indexed(device: torch.device) -> torch.device:
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _measure_copy_bandwidth(device: torch.device) -> float | None:
+    # large enough to defeat caches; smaller on CPU, where a copy of 256 MiB already takes ~50 ms
+    nbytes = 1 << 30 if device.type == "cuda" else 256 << 20
+    copies = 10 if device.type == "cuda" else 1
+    while nbytes >= 16 << 20:
+        try:
+            return _copy_bandwidth(device, nbytes, copies)
+        except Exception as exc:  # noqa: BLE001 - only OOM is retried
+            if not is_oom(exc):
+                raise
+        free_memory(device)
+        nbytes //= 4
+    return None
+
+
+def _copy_bandwidth(device: torch.device, nbytes: int, copies: int, samples: int = 5) -> float:
+    # ones, not empty: untouched host pages all map the zero page and read faster than memory
+    src = torch.ones(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # first touch of dst pages is not bandwidth
+    best_s = float("inf")
+    for _ in range(samples):
+        synchronize(device)
+        start_s = time.perf_counter()
+        for _ in range(copies):
+            dst.copy_(src)
+        synchronize(device)
+        best_s = min(best_s, time.perf_counter() - start_s)
+    del src, dst
+    free_memory(device)
+    # the fastest sample is what the hardware can do; slower ones measured interference
+    return 2 * nbytes * copies / best_s
+
+
+def decode_step_bytes(point: Point, weight_bytes: int, layers: list, head_dim: int, kv_elem_bytes: int) -> float:
+    """Bytes one decode step must read: every weight once, plus the KV cache at the mean context.
+
+    kv = sum over layers of 2 (K and V) * kv_heads * head_dim * context * batch_size * kv_elem_bytes,
+    context = input_tokens + output_tokens / 2 (the mean over the decode steps).
+    Counting the whole embedding table slightly overstates the bytes (a step reads M of its rows).
+    """
+    context = point.input_tokens + point.output_tokens / 2
+    per_kv_head = 2 * head_dim * context * point.batch_size * kv_elem_bytes
+    return weight_bytes + sum(layer["kv_heads"] * per_kv_head for layer in layers)
+
+
+def decode_bw_frac(tpot_s: float | None, step_bytes: float, copy_bytes_per_s: float | None) -> float | None:
+    """decode_bw_frac = (decode_step_bytes / tpot_s) / device_copy_bytes_per_s: 1.0 is the copy limit."""
+    if tpot_s is None or tpot_s <= 0 or not copy_bytes_per_s:
+        return None
+    return step_bytes / tpot_s / copy_bytes_per_s
+
+
+def head_dim_of(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+# --- the point ------------------------------------------------------------------------------------
+
+def _model_fields(model, point: Point, layers: list | None, copy_bytes_per_s: float | None) -> dict:
+    params = list(model.parameters())  # shared (tied) parameters appear once
+    first = params[0]
+    return {
+        "model": point.model,
+        "method": point.method,
+        "params": sum(p.numel() for p in params),
+        "weight_bytes": sum(p.numel() * p.element_size() for p in params),
+        "batch_size": point.batch_size,
+        "input_tokens": point.input_tokens,
+        "output_tokens": point.output_tokens,
+        "backend": point.backend,
+        "dtype": str(first.dtype).removeprefix("torch."),
+        "device": first.device.type,
+        "device_copy_bytes_per_s": copy_bytes_per_s,
+        "layers": [dict(layer) for layer in (layers if layers is not None else layer_shapes(model))],
+    }
+
+
+def _check_counts(rounds: int, warmup: int) -> None:
+    _check_positive_int("rounds", rounds)
+    # the first call at a shape is ~3x slower (and compiles for static): at least one full warm-up
+    _check_positive_int("warmup", warmup)
+
+
+def _run_point(model, point: Point, rounds: int, warmup: int, timed_rounds: TimedRounds) -> dict:
+    device = model_device(model)
+    inputs = make_inputs(point, model.config.vocab_size, device)
+    full = full_call(model, point, inputs, point.output_tokens)
+    warmup_s = [_time_once(full) for _ in range(warmup)]
+    rounds_s = [float(s) for s in timed_rounds(full, rounds, warmup=0)]
+    if len(rounds_s) != rounds:
+        raise RuntimeError(f"timed_rounds returned {len(rounds_s)} rounds for {point.id}, expected {rounds}")
+    first_token = full_call(model, point, inputs, 1)
+    first_token()  # a one-token call is a shape of its own: warm it up too
+    ttft_rounds_s = plain_timed_rounds(first_token, rounds)
+    return {"warmup_s": warmup_s, "rounds_s": rounds_s, "ttft_rounds_s": ttft_rounds_s}
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_bytes(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+def measure(model, point: Point, *, rounds: int = 5, warmup: int = 1,
+            timed_rounds: TimedRounds | None = None, layers: list | None = None) -> Measurement:
+    """Measure one point on the model's device; running out of memory is returned, not raised."""
+    _check_counts(rounds, warmup)
+    device = model_device(model)
+    # before the peak counter is reset: the copy buffers are not the point's memory
+    copy_bytes_per_s = device_copy_bytes_per_s(device)
+    base = _model_fields(model, point, layers, copy_bytes_per_s)
+    forget_static_cache_length(model)
+    free_memory(device)
+    _reset_peak(device)
+    oom = False
+    try:
+        runs = _run_point(model, point, rounds, warmup, timed_rounds or plain_timed_rounds)
+    except Exception as exc:  # noqa: BLE001 - anything but OOM is re-raised
+        if not is_oom(exc):
+            raise
+        oom = True
+    # outside the except block, so the traceback and the tensors its frames hold are already gone
+    if oom:
+        forget_static_cache_length(model)
+        free_memory(device)
+        return Measurement(**base, oom=True)
+    timings = timing_fields(point, runs["rounds_s"], runs["ttft_rounds_s"])
+    first = next(model.parameters())
+    step_bytes = decode_step_bytes(point, base["weight_bytes"], base["layers"], head_dim_of(model.config),
+                                   first.element_size())
+    return Measurement(
+        **base, **runs, **timings,
+        peak_mem_bytes=_peak_bytes(device),
+        decode_bw_frac=decode_bw_frac(timings["tpot_s"], step_bytes, copy_bytes_per_s),
+    )
+
+
+class OomGuard:
+    """Remembers, per series, the smallest batch size that ran out of memory; larger ones are skipped."""
+
+    def __init__(self):
+        self._smallest_oom: dict = {}
+
+    def skip(self, point: Point) -> Measurement | None:
+        known = self._smallest_oom.get(point.series)
+        if known is None or point.batch_size <= known.batch_size:
+            return None
+        # the model-level fields (params, layers, ...) are the same along a series
+        return dataclasses.replace(known, batch_size=point.batch_size, oom=True, oom_skipped=True,
+                                   layers=[dict(layer) for layer in known.layers])
+
+    def record(self, point: Point, measurement: Measurement) -> None:
+        if not measurement.oom:
+            return
+        known = self._smallest_oom.get(point.series)
+        if known is None or point.batch_size < known.batch_size:
+            self._smallest_oom[point.series] = measurement

@@ -1,0 +1,107 @@
+"""Does measuring cost time? Raw synchronized `generate` calls against `measure`'s timed path, in one process.
+
+`pruned-perf overhead --model NAME` prints `measure/raw = 1.004 (target within 3%)` and exits 1 when the
+harness adds more than 3% to a call.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from pruned_perf.fingerprint import pick_device
+from pruned_perf.measure import (BACKENDS, Point, full_call, make_inputs, model_device, plain_timed_rounds,
+                                 synchronize)
+
+TARGET = 0.03
+
+
+def _raw_call(model, point: Point, inputs: dict):
+    """What a user would time by hand; written out here, not taken from measure, so that a mistake in
+    measure's generate arguments shows up as a ratio instead of being shared by both sides."""
+    device = inputs["input_ids"].device
+    cache = "static" if point.backend == "static" else "dynamic"
+    pad_id = model.generation_config.pad_token_id
+    if pad_id is None:
+        eos = model.generation_config.eos_token_id
+        pad_id = (eos[0] if isinstance(eos, (list, tuple)) else eos) or 0
+
+    def call() -> float:
+        synchronize(device)
+        start_s = time.perf_counter()
+        model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                       max_new_tokens=point.output_tokens, min_new_tokens=point.output_tokens,
+                       do_sample=False, pad_token_id=pad_id, cache_implementation=cache)
+        synchronize(device)
+        return time.perf_counter() - start_s
+
+    return call
+
+
+def check_overhead(model, point: Point, rounds: int = 20) -> dict:
+    """Median wall time of raw calls and of measure's timed calls at the same shape, alternating, and the
+    median ratio measure/raw over back-to-back pairs."""
+    inputs = make_inputs(point, model.config.vocab_size, model_device(model))
+    raw = _raw_call(model, point, inputs)
+    core = full_call(model, point, inputs, point.output_tokens)
+    raw()
+    core()  # both warmed up at the exact shape before anything is timed
+    raw_s, core_s = [], []
+    for i in range(rounds):
+        # ABBA order: a linear drift (clock, other load) adds the same to both sides
+        if i % 2 == 0:
+            raw_s.append(raw())
+            core_s.extend(plain_timed_rounds(core, 1))
+        else:
+            core_s.extend(plain_timed_rounds(core, 1))
+            raw_s.append(raw())
+    return {
+        "raw_median_s": statistics.median(raw_s),
+        "core_median_s": statistics.median(core_s),
+        # median of per-pair ratios: the two calls of a pair run back to back, so load from other processes
+        # cancels within a pair (on a busy 2-core CPU a ratio of medians strayed 5%, this one under 2%)
+        "ratio": statistics.median(core / raw for core, raw in zip(core_s, raw_s)),
+        "raw_rounds_s": raw_s,
+        "core_rounds_s": core_s,
+    }
+
+
+def within_target(ratio: float, target: float = TARGET) -> bool:
+    return abs(ratio - 1) <= target
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pruned-perf overhead", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="preset name or local model directory")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float16", "bfloat16", "float32"),
+                        help="auto: float16 on cuda, float32 on cpu")
+    parser.add_argument("--input-tokens", type=int, default=12)
+    parser.add_argument("--output-tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--backend", default="eager", choices=BACKENDS)
+    parser.add_argument("--rounds", type=int, default=10, help="rounds per side, alternating")
+    return parser
+
+
+def _dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def main(argv=None, build=None) -> int:
+    args = _parser().parse_args(argv)
+    device = pick_device(args.device)
+    point = Point(args.model, "dense", args.input_tokens, args.output_tokens, args.batch_size, args.backend)
+    if build is None:
+        from pruned_perf.models import build_model as build  # lazily: models pulls in the presets
+    model = build(args.model, device, _dtype(args.dtype, device))
+    result = check_overhead(model, point, args.rounds)
+    ratio = result["ratio"]
+    print(f"measure/raw = {ratio:.3f} (target within {TARGET:.0%})")
+    print(f"raw median {result['raw_median_s'] * 1e3:.2f} ms, measure median {result['core_median_s'] * 1e3:.2f} ms, "
+          f"{args.rounds} rounds each, {point.id} on {device}")
+    return 0 if within_target(ratio) else 1

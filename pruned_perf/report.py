@@ -1,0 +1,272 @@
+"""Results tables: one per (model, input tokens, output tokens), a row per method, size and batch.
+
+With a comparison, each row also shows the latency change against the baseline and the point's
+verdict; regressions come first, both as their own table at the top and within each table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tabulate import tabulate
+
+from pruned_perf.compare import (
+    IMPROVED, INCONCLUSIVE, MISSING, NEW, NEWLY_OOM, NO_LONGER_OOM, REGRESSED, UNCHANGED, Comparison,
+    PointVerdict,
+)
+from pruned_perf.errors import choice_error
+from pruned_perf.results import Results
+
+FORMATS = {"github": "github", "plain": "simple"}
+# GitHub refuses a step summary over 1 MiB; keep some room for what the workflow adds around it.
+SUMMARY_LIMIT_BYTES = 1024 * 1024 - 16 * 1024
+GIB = 1024**3
+# Verdicts in the order rows are listed: what needs attention first.
+_ROW_ORDER = (REGRESSED, NEWLY_OOM, INCONCLUSIVE, MISSING, NEW, IMPROVED, NO_LONGER_OOM, UNCHANGED)
+_METHOD_ORDER = ("dense", "depth", "llm-pruner", "flap")
+
+
+@dataclass
+class Row:
+    """One table row before formatting; `key` places it in its table, `rank` orders it."""
+
+    key: tuple
+    rank: tuple
+    cells: list
+    regression: bool = False
+
+
+def render(results: Results, comparison: Comparison | None = None, fmt: str = "github",
+           summary: bool = False, summary_limit_bytes: int = SUMMARY_LIMIT_BYTES) -> str:
+    """The report as text; `summary` keeps it under GitHub's step-summary limit."""
+    if fmt not in FORMATS:
+        raise choice_error("report format", fmt, FORMATS)
+    header = _header(results, comparison, fmt)
+    regressions = _regressions_table(comparison, fmt)
+    groups = _group_tables(results, comparison, fmt)
+    full = _join([header, regressions, *(text for _, text in groups)])
+    if not summary or len(full.encode()) <= summary_limit_bytes:
+        return full
+    return _cut(header, regressions, results, comparison, fmt, summary_limit_bytes, len(full.encode()))
+
+
+# ---------------------------------------------------------------- header
+
+
+def _header(results: Results, comparison: Comparison | None, fmt: str) -> str:
+    fp = results.fingerprint
+    n_oom = sum(1 for p in results.points.values() if p.get("oom"))
+    software = ", ".join(f"{k} {fp[k]}" for k in ("driver", "cuda", "torch", "transformers") if fp.get(k))
+    title = f"pruned_perf results: profile {results.profile}, {len(results.points)} points ({n_oom} OOM)"
+    lines = [f"## {title}" if fmt == "github" else title,
+             f"Hardware {fp.get('slug')} ({fp.get('name', fp.get('device', '?'))}); {software or 'no versions'}"]
+    if comparison is not None:
+        counts = comparison.counts()
+        listed = ", ".join(f"{counts[s]} {s}" for s in _ROW_ORDER if counts.get(s))
+        verdict = "REGRESSION" if comparison.has_regression else "no regression"
+        lines.append(f"Baseline {comparison.baseline_path or '?'}: {verdict}; {listed}")
+        lines.extend(f"warning: {w}" for w in comparison.warnings)
+    sep = "  \n" if fmt == "github" else "\n"  # two spaces: a markdown line break
+    return lines[0] + "\n\n" + sep.join(lines[1:])
+
+
+def _join(parts: list[str]) -> str:
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+# ---------------------------------------------------------------- regressions
+
+
+def _regressions_table(comparison: Comparison | None, fmt: str, limit: int | None = None) -> str:
+    rows = _regression_rows(comparison)
+    if not rows:
+        return ""
+    shown = rows if limit is None else rows[:limit]
+    headers = ["point", "metric", "baseline", "current", "change", "p"]
+    title = f"Regressions ({len(rows)})"
+    text = _title(title, fmt) + "\n\n" + tabulate(shown, headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+    if len(shown) < len(rows):
+        text += f"\n\n({len(rows) - len(shown)} more regressions cut)"
+    return text
+
+
+def _regression_rows(comparison: Comparison | None) -> list[list[str]]:
+    if comparison is None:
+        return []
+    rows = []
+    for pv in comparison.points:
+        if pv.status == NEWLY_OOM:
+            rows.append([pv.id, "oom", "ran", "OOM", "", ""])
+        for m in pv.metrics:
+            if m.verdict == REGRESSED:
+                rows.append([pv.id, m.metric, _num(m.baseline_median), _num(m.current_median),
+                             _pct(m.change), "" if m.p_value is None else f"{m.p_value:.3g}"])
+    return rows
+
+
+def _title(text: str, fmt: str) -> str:
+    return f"### {text}" if fmt == "github" else f"{text}\n{'-' * len(text)}"
+
+
+# ---------------------------------------------------------------- tables per (model, in, out)
+
+
+def _group_tables(results: Results, comparison: Comparison | None, fmt: str,
+                  row_limit: int | None = None) -> list[tuple[tuple, str]]:
+    """[(group key, table text)], groups with regressions first; row_limit caps rows in total."""
+    rows = _rows(results, comparison)
+    groups: dict[tuple, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.key, []).append(row)
+    order = sorted(groups, key=lambda k: (not any(r.regression for r in groups[k]), k))
+    headers = _headers(comparison)
+    tables = []
+    budget = row_limit
+    for key in order:
+        group_rows = sorted(groups[key], key=lambda r: r.rank)
+        if budget is not None:
+            if budget <= 0:
+                break
+            group_rows = group_rows[:budget]
+            budget -= len(group_rows)
+        title = _title(f"{key[0]} in {key[1]} out {key[2]}", fmt)
+        body = tabulate([r.cells for r in group_rows], headers, tablefmt=FORMATS[fmt],
+                        disable_numparse=True, colalign=_align(headers))
+        tables.append((key, title + "\n\n" + body))
+    return tables
+
+
+def _headers(comparison: Comparison | None) -> list[str]:
+    headers = ["method", "params (B)", "M", "backend", "latency (s)", "tokens/s", "ttft (ms)",
+               "tpot (ms)", "peak mem (GiB)", "speedup vs dense"]
+    if comparison is not None:
+        headers += ["Δ latency", "verdict"]
+    return headers
+
+
+def _align(headers: list[str]) -> list[str]:
+    return ["left" if h in ("method", "backend", "verdict") else "right" for h in headers]
+
+
+def _rows(results: Results, comparison: Comparison | None) -> list[Row]:
+    verdicts = comparison.by_id() if comparison is not None else {}
+    dense = _dense_throughput(results)
+    rows = [_row(p, verdicts.get(pid), dense, comparison is not None) for pid, p in results.points.items()]
+    for pid, pv in verdicts.items():
+        if pv.status == MISSING:
+            rows.append(_row(dict(pv.info, oom=False, missing=True), pv, dense, True))
+    return rows
+
+
+def _dense_throughput(results: Results) -> dict[tuple, float]:
+    """Throughput of the dense model per (model, in, out, M, backend): the speedup's denominator."""
+    dense = {}
+    for p in results.points.values():
+        if p.get("method") == "dense" and not p.get("oom") and p.get("tokens_per_s"):
+            dense[_shape(p)] = p["tokens_per_s"]
+    return dense
+
+
+def _shape(p: dict) -> tuple:
+    return (p.get("model"), p.get("input_tokens"), p.get("output_tokens"), p.get("batch_size"), p.get("backend"))
+
+
+def _row(p: dict, pv: PointVerdict | None, dense: dict, with_verdict: bool) -> Row:
+    status = pv.status if pv is not None else (NEW if with_verdict else UNCHANGED)
+    method = p.get("method") or "?"
+    method_rank = _METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER)
+    cells = [method, _params(p.get("params")), p.get("batch_size"), p.get("backend")]
+    if p.get("missing"):
+        cells += ["-"] * 6
+    elif p.get("oom"):
+        cells += ["OOM"] * 5 + [""]
+    else:
+        cells += [
+            _num(p.get("latency_s")), _tps(p.get("tokens_per_s")), _ms(p.get("ttft_s")), _ms(p.get("tpot_s")),
+            "" if p.get("peak_mem_bytes") is None else f"{p['peak_mem_bytes'] / GIB:.2f}",
+            _speedup(p, dense),
+        ]
+    if with_verdict:
+        cells += [_latency_change(pv), _verdict_text(pv, status)]
+    rank = (_ROW_ORDER.index(status) if with_verdict else 0, method_rank, method, p.get("params") or 0,
+            p.get("backend") or "", p.get("batch_size") or 0)
+    key = (p.get("model"), p.get("input_tokens"), p.get("output_tokens"))
+    return Row(key, rank, cells, status in (REGRESSED, NEWLY_OOM))
+
+
+def _speedup(p: dict, dense: dict) -> str:
+    base = dense.get(_shape(p))
+    if not base or not p.get("tokens_per_s"):
+        return ""
+    return f"{p['tokens_per_s'] / base:.2f}x"
+
+
+def _latency_change(pv: PointVerdict | None) -> str:
+    m = pv.metric("latency_s") if pv is not None else None
+    return _pct(m.change) if m is not None else ""
+
+
+def _verdict_text(pv: PointVerdict | None, status: str) -> str:
+    if pv is None or status not in (REGRESSED, IMPROVED, INCONCLUSIVE):
+        return status
+    names = [m.metric for m in pv.metrics if m.verdict == status]
+    return f"{status} ({', '.join(names)})"
+
+
+def _params(params) -> str:
+    return "" if not params else f"{params / 1e9:.2f}"
+
+
+def _num(value) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _tps(value) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _ms(value) -> str:
+    return "" if value is None else f"{value * 1e3:.2f}"
+
+
+def _pct(change) -> str:
+    if change is None:
+        return ""
+    return f"{change:+.1%}"
+
+
+# ---------------------------------------------------------------- summary cut
+
+
+def _cut(header: str, regressions: str, results: Results, comparison: Comparison | None, fmt: str,
+         limit_bytes: int, full_bytes: int) -> str:
+    """Header, regressions and as many top rows as fit, with a note saying what was cut."""
+    total_rows = len(_rows(results, comparison))
+    note_room = 512
+    n_reg = len(_regression_rows(comparison))
+    reg_text = regressions
+    while reg_text and len((header + reg_text).encode()) + note_room > limit_bytes and n_reg > 0:
+        n_reg //= 2  # halve until the regressions themselves fit: huge regression lists are rare
+        reg_text = _regressions_table(comparison, fmt, limit=n_reg)
+    fixed = len((header + reg_text).encode()) + note_room
+    shown, tables = _fit_rows(results, comparison, fmt, limit_bytes - fixed, total_rows)
+    note = (f"Cut to fit GitHub's 1 MiB step-summary limit: the full report is "
+            f"{full_bytes // 1024} KiB; showing the header, the regressions and the top {shown} of "
+            f"{total_rows} rows. Run `pruned-perf report RESULTS.json` for everything.")
+    note = f"> {note}" if fmt == "github" else f"NOTE: {note}"
+    return _join([header, reg_text, note, *tables])
+
+
+def _fit_rows(results, comparison, fmt, budget_bytes: int, total_rows: int) -> tuple[int, list[str]]:
+    """The most rows (from the top) whose tables fit in budget_bytes, and those tables.
+
+    Rendering is the slow part, so start from the average row size and shrink; rows have similar
+    widths, so this takes two or three renders where a binary search would take a dozen.
+    """
+    rows = total_rows
+    while rows > 0:
+        tables = [t for _, t in _group_tables(results, comparison, fmt, row_limit=rows)]
+        size = len(_join(tables).encode())
+        if size <= budget_bytes:
+            return rows, tables
+        rows = min(rows - 1, int(rows * budget_bytes / size * 0.99))
+    return 0, []

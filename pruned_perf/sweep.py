@@ -1,0 +1,165 @@
+"""Which points a perf run measures, in what order, and the state a run keeps between points.
+
+Knows nothing of pytest (the plugin is glue): selection and sharding are plain functions, the model
+pool keeps at most one model on the device, and the point log saves every point the moment it exists.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pruned_perf.errors import UserError
+from pruned_perf.measure import BACKENDS, Measurement, Point
+from pruned_perf.variants import Profile, Variant, load_variant, saved_plan
+
+
+def parse_ints(text: str | None, what: str) -> tuple[int, ...] | None:
+    """'1,8,16' -> (1, 8, 16); None stays None (the profile's values)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated positive integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise UserError(f"{what} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+def parse_names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'2/4' -> (2, 4): the second of four shards (1-based, as CI matrices count)."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--pp-shard must look like I/N (e.g. 1/4), got {text!r}") from None
+    if not 1 <= index <= count:
+        raise UserError(f"--pp-shard {text!r}: I must lie in 1..N")
+    return index, count
+
+
+def select_variants(profile: Profile, models=None, methods=None) -> list[Variant]:
+    """The profile's variants, or the variants of the given models, filtered by method."""
+    if models is None:
+        chosen = list(profile.variants)
+    else:
+        listed_methods = list(dict.fromkeys(v.method for v in profile.variants))
+        chosen = []
+        for model in models:
+            saved = saved_plan(model)
+            for method in ([saved.method] if saved else listed_methods):
+                chosen.append(profile.variant(model, method))
+    if methods is not None:
+        known = {v.method for v in chosen}
+        unknown = [m for m in methods if m not in known]
+        if unknown:
+            raise UserError(f"--pp-methods {','.join(unknown)}: not among this run's methods "
+                            f"({', '.join(sorted(known))})")
+        chosen = [v for v in chosen if v.method in methods]
+    return chosen
+
+
+def make_points(variants, inputs, outputs, batches, backends) -> list[Point]:
+    """Grouped by variant (one model on the device at a time), batch sizes ascending within a series
+    (so that after an out-of-memory the larger ones are skipped, not run)."""
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise UserError(f"unknown backend {unknown[0]!r}; valid choices: {', '.join(BACKENDS)}")
+    return [Point(v.model, v.method, i, o, m, backend)
+            for v in variants for i in inputs for o in outputs for backend in backends
+            for m in sorted(batches)]
+
+
+def shard(points: list[Point], index: int, count: int) -> list[Point]:
+    """Shard `index` of `count`: contiguous runs of whole series, so a shard builds few models and
+    every batch size of a series stays together (OOM skipping needs the smaller ones first)."""
+    series = list(dict.fromkeys(p.series for p in points))
+    lo, hi = (index - 1) * len(series) // count, index * len(series) // count
+    mine = set(series[lo:hi])
+    return [p for p in points if p.series in mine]
+
+
+@dataclass
+class Sweep:
+    """Everything a perf run was asked to do."""
+
+    profile: Profile
+    variants: list[Variant]
+    points: list[Point]
+    device: torch.device
+    dtype: torch.dtype
+    rounds: int
+    warmup: int
+
+    def variant_for(self, point: Point) -> Variant:
+        for v in self.variants:
+            if (v.model, v.method) == (point.model, point.method):
+                return v
+        raise KeyError(point.id)
+
+
+class ModelPool:
+    """At most one model on the device: the current variant's. A dense 13B and its three pruned
+    versions would not fit an 80 GB GPU together."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, cache_dir: str | Path | None):
+        self.device, self.dtype, self.cache_dir = device, dtype, cache_dir
+        self.variant: Variant | None = None
+        self.model = None
+        self._failed: dict[Variant, str] = {}
+
+    def get(self, variant: Variant):
+        if variant != self.variant:
+            self.release()
+            if variant in self._failed:  # do not rebuild a 7B model for every point of a broken variant
+                raise RuntimeError(f"building {variant} failed earlier: {self._failed[variant]}")
+            try:
+                self.model, _ = load_variant(variant, self.device, self.dtype, self.cache_dir)
+            except Exception as exc:
+                self._failed[variant] = f"{type(exc).__name__}: {exc}"
+                self.release()
+                raise
+            self.variant = variant
+        return self.model
+
+    def release(self) -> None:
+        self.model, self.variant = None, None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class PointLog:
+    """JSON lines, one per finished point, flushed to disk at once: a crash loses no finished point."""
+
+    def __init__(self, path: str | Path, run: str):
+        self.path, self.run = Path(path), run
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, measurement: Measurement, nodeid: str) -> None:
+        line = json.dumps({"run": self.run, "nodeid": nodeid, **measurement.to_dict()})
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The points of a JSON-lines log; a last line cut short by a crash is ignored."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

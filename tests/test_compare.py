@@ -1,0 +1,349 @@
+"""Verdicts: the Mann-Whitney test, direction, gating, point statuses, config, and the simulated
+false-positive and detection rates that the default alpha and min_rounds were chosen for."""
+import itertools
+import json
+import math
+import random
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pruned_perf import compare as cmp
+from pruned_perf.config import DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS, DEFAULT_THRESHOLDS, Config, config_from_table, load_config
+from pruned_perf.errors import UserError
+from pruned_perf.results import results_from_dict
+
+try:
+    from tests.synthetic_results import make_point, make_results, noisy, point_id, scale_point, sweep
+except ImportError:
+    from synthetic_results import make_point, make_results, noisy, point_id, scale_point, sweep
+
+SIM = settings(max_examples=3, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+NOISE = st.sampled_from(["normal", "lognormal"])
+
+
+def _pair(rng, cv, noise, rounds_factor=1.0, ttft_factor=1.0, rounds=5, mem_factor=None):
+    """Baseline and current extra_info of one point with independent noisy rounds."""
+    def point(f_rounds, f_ttft, mem):
+        return {"batch_size": 8, "output_tokens": 128,
+                "rounds_s": noisy(rng, 3.0 * f_rounds, cv, rounds, noise),
+                "ttft_rounds_s": noisy(rng, 0.05 * f_ttft, cv, rounds, noise),
+                "peak_mem_bytes": mem}
+    mem = None if mem_factor is None else 10 * 2**30
+    return point(1.0, 1.0, mem), point(rounds_factor, ttft_factor, None if mem is None else int(mem * mem_factor))
+
+
+def _rates(trials, cv, noise, seed, **factors):
+    """Per-metric and per-point rate of each verdict over `trials` simulated comparisons."""
+    rng, config = random.Random(seed), Config()
+    metric_counts, point_counts = {}, {}
+    for _ in range(trials):
+        base, cur = _pair(rng, cv, noise, **factors)
+        pv = cmp.compare_point("p", base, cur, config)
+        point_counts[pv.status] = point_counts.get(pv.status, 0) + 1
+        for m in pv.metrics:
+            key = (m.metric, m.verdict)
+            metric_counts[key] = metric_counts.get(key, 0) + 1
+    metric = lambda name, verdict: metric_counts.get((name, verdict), 0) / trials  # noqa: E731
+    return metric, {k: v / trials for k, v in point_counts.items()}
+
+
+# ---------------------------------------------------------------- acceptance properties (simulated)
+
+# 16000 trials: the true per-metric rate is at most 0.79% (alpha), 3 standard errors below 1%.
+@SIM
+@given(cv=st.floats(0.05, 0.10), noise=NOISE, seed=st.integers(0, 2**32 - 1))
+@example(cv=0.10, noise="lognormal", seed=1)
+def test_identical_distributions_rarely_regress(cv, noise, seed):
+    metric, point = _rates(16000, cv, noise, seed)
+    for name in ("latency_s", "tokens_per_s", "ttft_s", "tpot_s"):
+        assert metric(name, "regressed") <= 0.01, (name, metric(name, "regressed"))
+        assert metric(name, "improved") <= 0.01, (name, metric(name, "improved"))
+    # A point has two independently measured samples (full calls and one-token calls), so its
+    # status can be a false regression about twice as often as one metric.
+    assert point.get("regressed", 0) <= 0.02
+
+
+@SIM
+@given(noise=NOISE, seed=st.integers(0, 2**32 - 1))
+@example(noise="normal", seed=7)
+def test_twenty_percent_slowdown_at_five_percent_noise_is_caught(noise, seed):
+    metric, point = _rates(2000, 0.05, noise, seed, rounds_factor=1.2)
+    assert metric("latency_s", "regressed") >= 0.95
+    assert metric("tokens_per_s", "regressed") >= 0.95
+    assert point.get("regressed", 0) >= 0.95
+    assert metric("ttft_s", "regressed") <= 0.01  # prefill did not change
+
+
+@settings(max_examples=20, derandomize=True, deadline=None)
+@given(factor=st.floats(1.3, 3.0), seed=st.integers(0, 2**32 - 1), noise=NOISE)
+def test_direction_is_right_for_every_metric(factor, seed, noise):
+    rng, config = random.Random(seed), Config()
+
+    def verdicts(**factors):
+        base, cur = _pair(rng, 0.01, noise, **factors)
+        return {m.metric: m.verdict for m in cmp.compare_point("p", base, cur, config).metrics}
+
+    slower = verdicts(rounds_factor=factor, ttft_factor=factor, mem_factor=factor)
+    assert slower == dict.fromkeys(["latency_s", "tokens_per_s", "ttft_s", "tpot_s", "peak_mem_bytes"], "regressed")
+    faster = verdicts(rounds_factor=1 / factor, ttft_factor=1 / factor, mem_factor=1 / factor)
+    assert faster == dict.fromkeys(["latency_s", "tokens_per_s", "ttft_s", "tpot_s", "peak_mem_bytes"], "improved")
+    only_prefill = verdicts(ttft_factor=factor)
+    assert only_prefill["ttft_s"] == "regressed"
+    assert only_prefill["latency_s"] == "unchanged"
+
+
+@settings(max_examples=40, derandomize=True, deadline=None)
+@given(rounds=st.lists(st.floats(0.001, 100.0), min_size=1, max_size=12),
+       ttft=st.lists(st.floats(0.0001, 1.0), min_size=1, max_size=12), mem=st.one_of(st.none(), st.integers(1, 2**40)))
+def test_identical_samples_never_regress(rounds, ttft, mem):
+    point = {"batch_size": 4, "output_tokens": 64, "rounds_s": rounds, "ttft_rounds_s": ttft, "peak_mem_bytes": mem}
+    pv = cmp.compare_point("p", point, dict(point), Config())
+    assert pv.status in ("unchanged", "inconclusive")
+    assert all(m.verdict in ("unchanged", "inconclusive") for m in pv.metrics)
+    assert all(m.change == 0 for m in pv.metrics)
+
+
+# ---------------------------------------------------------------- Mann-Whitney U
+
+
+def _brute_force_p(baseline, current, alternative):
+    pooled = list(baseline) + list(current)
+    ranks = cmp._mid_ranks_x2(pooled)
+    observed = sum(ranks[len(baseline):])
+    sums = [sum(ranks[i] for i in idx) for idx in itertools.combinations(range(len(pooled)), len(current))]
+    hits = [s >= observed if alternative == "greater" else s <= observed for s in sums]
+    return sum(hits) / len(sums)
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(a=st.lists(st.integers(0, 5), min_size=1, max_size=6), b=st.lists(st.integers(0, 5), min_size=1, max_size=6),
+       alternative=st.sampled_from(["greater", "less"]))
+def test_exact_p_equals_enumeration_with_ties(a, b, alternative):
+    assert cmp.mann_whitney_p(a, b, alternative) == pytest.approx(_brute_force_p(a, b, alternative), abs=1e-12)
+
+
+def test_exact_p_known_values():
+    # Complete separation of 5 and 5: 1 of C(10, 5) = 252 arrangements.
+    assert cmp.mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10], "greater") == pytest.approx(1 / 252)
+    assert cmp.mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10], "less") == 1.0
+    # One swapped pair: 2 arrangements are at least as extreme.
+    assert cmp.mann_whitney_p([1, 2, 3, 4, 6], [5, 7, 8, 9, 10], "greater") == pytest.approx(2 / 252)
+    assert cmp.mann_whitney_p([3, 3, 3], [3, 3, 3], "greater") == 1.0
+    assert cmp.min_p_value(5, 5) == pytest.approx(1 / 252)
+
+
+def test_normal_approximation_is_used_for_large_samples_and_matches_exact():
+    rng = random.Random(3)
+    a = [rng.gauss(1.0, 0.1) for _ in range(14)]
+    b = [rng.gauss(1.08, 0.1) for _ in range(14)]
+    assert math.comb(28, 14) > cmp.EXACT_MAX_PERMUTATIONS
+    ranks = cmp._mid_ranks_x2(a + b)
+    exact = cmp._exact_p(ranks, 14, sum(ranks[14:]), "greater")
+    assert cmp.mann_whitney_p(a, b, "greater") == pytest.approx(exact, abs=0.005)
+    tied_a, tied_b = [round(x, 2) for x in a], [round(x, 2) for x in b]  # ties
+    ranks = cmp._mid_ranks_x2(tied_a + tied_b)
+    exact = cmp._exact_p(ranks, 14, sum(ranks[14:]), "less")
+    assert cmp.mann_whitney_p(tied_a, tied_b, "less") == pytest.approx(exact, abs=0.01)
+    assert cmp.mann_whitney_p([2.0] * 20, [2.0] * 20, "greater") == 1.0
+
+
+def test_mann_whitney_rejects_bad_input():
+    with pytest.raises(ValueError):
+        cmp.mann_whitney_p([], [1.0], "greater")
+    with pytest.raises(ValueError):
+        cmp.mann_whitney_p([1.0], [1.0], "two-sided")
+
+
+# ---------------------------------------------------------------- gating
+
+
+BASE = [1.00, 1.01, 0.99, 1.02, 0.98]
+
+
+def test_threshold_beyond_but_not_significant_is_inconclusive():
+    # Median +20%, but the samples interleave: no evidence strong enough.
+    current = [0.97, 1.20, 1.22, 0.99, 1.25]
+    v = cmp.sample_verdict("latency_s", BASE, current, 0.05, DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS)
+    assert v.change > 0.05 and v.p_value >= DEFAULT_ALPHA
+    assert v.verdict == "inconclusive" and "p =" in v.reason
+
+
+def test_too_few_rounds_is_inconclusive_never_a_pass():
+    v = cmp.sample_verdict("latency_s", BASE, [1.0, 1.0, 1.01], 0.05, DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS)
+    assert v.verdict == "inconclusive" and "min_rounds" in v.reason
+    v = cmp.sample_verdict("latency_s", BASE[:3], [2.0, 2.1, 2.2], 0.05, DEFAULT_ALPHA, 1)
+    assert v.verdict == "inconclusive" and "cannot reach" in v.reason  # 1/C(6,3) = 0.05 >= alpha
+
+
+def test_significant_change_within_threshold_is_unchanged():
+    base = [1.05, 1.06, 1.055, 1.07, 1.052]
+    current = [x * 1.03 for x in base]  # every round slower: significant, but only 3%
+    v = cmp.sample_verdict("latency_s", base, current, 0.05, DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS)
+    assert v.p_value < DEFAULT_ALPHA and abs(v.change) < 0.05
+    assert v.verdict == "unchanged"
+
+
+def test_memory_is_threshold_only():
+    assert cmp.memory_verdict(100, 103, 0.02).verdict == "regressed"
+    assert cmp.memory_verdict(100, 97, 0.02).verdict == "improved"
+    v = cmp.memory_verdict(100, 101, 0.02)
+    assert v.verdict == "unchanged" and v.p_value is None
+
+
+def test_tpot_samples_subtract_the_median_ttft():
+    s = cmp.metric_samples({"batch_size": 2, "output_tokens": 11, "rounds_s": [1.1, 2.1],
+                            "ttft_rounds_s": [0.1, 0.2, 0.1]})
+    assert s["tpot_s"] == pytest.approx([0.1, 0.2])
+    assert s["tokens_per_s"] == pytest.approx([22 / 1.1, 22 / 2.1])
+    assert "tpot_s" not in cmp.metric_samples({"batch_size": 2, "output_tokens": 1, "rounds_s": [1.0],
+                                               "ttft_rounds_s": [0.5]})
+
+
+# ---------------------------------------------------------------- whole comparisons
+
+
+def _results(benchmarks, path="r.json", **kw):
+    return results_from_dict(make_results(benchmarks, **kw), path)
+
+
+def test_self_comparison_is_all_unchanged():
+    raw = make_results(sweep(batch_sizes=(1, 8, 64), oom_from={("llama-7b", "dense"): 64}))
+    r = results_from_dict(raw, "r.json")
+    c = cmp.compare(r, r)
+    assert not c.has_regression
+    assert {p.status for p in c.points} == {"unchanged"}
+    json.dumps(c.to_dict())  # serialisable as it is
+
+
+def test_one_slower_point_and_only_it_regresses():
+    raw = make_results(sweep(batch_sizes=(1, 8, 64)))
+    slow = point_id("llama-7b", "flap", 8, 12, 128)
+    c = cmp.compare(results_from_dict(scale_point(raw, slow, 1.3), "cur.json"), results_from_dict(raw, "base.json"))
+    assert c.has_regression
+    assert [p.id for p in c.points if p.status == "regressed"] == [slow]
+    assert c.by_id()[slow].metric("latency_s").change == pytest.approx(0.3)
+
+
+def test_oom_transitions_new_and_missing():
+    a = make_point("m", "dense", 8)
+    b = make_point("m", "dense", 16)
+    c_ok = make_point("m", "dense", 32)
+    gone = make_point("m", "dense", 64)
+    base = _results([a, b, c_ok, gone])
+    cur = _results([make_point("m", "dense", 8, oom=True), make_point("m", "dense", 16), c_ok,
+                    make_point("m", "dense", 128)])
+    base.points[point_id("m", "dense", 16, 12, 128)]["oom"] = True
+    statuses = {p.id: p.status for p in cmp.compare(cur, base).points}
+    assert statuses[point_id("m", "dense", 8, 12, 128)] == "newly-oom"
+    assert statuses[point_id("m", "dense", 16, 12, 128)] == "no-longer-oom"
+    assert statuses[point_id("m", "dense", 32, 12, 128)] == "unchanged"
+    assert statuses[point_id("m", "dense", 128, 12, 128)] == "new"
+    assert statuses[point_id("m", "dense", 64, 12, 128)] == "missing"
+    assert cmp.compare(cur, base).has_regression  # newly OOM is a regression
+
+
+def test_other_hardware_is_refused_unless_allowed():
+    pts = [make_point()]
+    base = _results(pts)
+    cur = results_from_dict(make_results(pts, slug="nvidia-h100-80gb", torch="2.12.0"), "cur.json")
+    with pytest.raises(UserError, match="nvidia-h100-80gb.*nvidia-h200-140gb|nvidia-h200-140gb.*nvidia-h100-80gb"):
+        cmp.compare(cur, base)
+    c = cmp.compare(cur, base, allow_mismatch=True)
+    assert any("hardware differs" in w for w in c.warnings)
+    assert any("torch differs" in w for w in c.warnings)
+
+
+def test_software_versions_are_warnings_not_errors():
+    pts = [make_point()]
+    c = cmp.compare(results_from_dict(make_results(pts, driver="580.1", cuda="13.0"), "c.json"), _results(pts))
+    assert sorted(w.split()[0] for w in c.warnings) == ["cuda", "driver"]
+    assert not c.has_regression
+
+
+def test_group_override_changes_threshold_for_matching_points():
+    raw = make_results(sweep(methods=("dense", "flap"), batch_sizes=(1,)))
+    slow = point_id("llama-7b", "flap", 1, 12, 128)
+    cur, base = results_from_dict(scale_point(raw, slow, 1.3), "c.json"), results_from_dict(raw, "b.json")
+    lenient = config_from_table({"groups": [{"match": "llama-7b-flap-*", "latency_s": 0.5, "tokens_per_s": 0.5,
+                                             "tpot_s": 0.5}]})
+    assert not cmp.compare(cur, base, lenient).has_regression
+    strict_elsewhere = config_from_table({"groups": [{"match": "llama-7b-dense-*", "latency_s": 0.5}]})
+    assert cmp.compare(cur, base, strict_elsewhere).has_regression
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_defaults_match_repository_pyproject():
+    assert Config().thresholds == DEFAULT_THRESHOLDS
+    repo = load_config(__file__.rsplit("/tests/", 1)[0] + "/pyproject.toml")
+    for key, value in repo.thresholds.items():
+        assert value == DEFAULT_THRESHOLDS[key]
+
+
+def test_config_without_pyproject_is_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = load_config()
+    assert (c.alpha, c.min_rounds, c.thresholds) == (DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS, DEFAULT_THRESHOLDS)
+
+
+def test_config_reads_groups_in_order(tmp_path):
+    py = tmp_path / "pyproject.toml"
+    py.write_text("""
+[tool.pruned_perf]
+alpha = 0.01
+[tool.pruned_perf.thresholds]
+latency_s = 0.1
+[[tool.pruned_perf.groups]]
+match = "llama-7b-*"
+latency_s = 0.2
+min_rounds = 7
+[[tool.pruned_perf.groups]]
+match = "llama-7b-flap-*"
+latency_s = 0.3
+alpha = 0.001
+""")
+    c = load_config(py)
+    assert c.settings_for("vicuna-13b-dense-in12-out128-M1-eager") == c.settings_for("x")
+    assert c.settings_for("x").thresholds["latency_s"] == 0.1 and c.settings_for("x").alpha == 0.01
+    s = c.settings_for("llama-7b-flap-in12-out128-M1-eager")
+    assert (s.thresholds["latency_s"], s.alpha, s.min_rounds) == (0.3, 0.001, 7)
+    assert c.settings_for("llama-7b-dense-in12-out128-M1-eager").thresholds["latency_s"] == 0.2
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"threshold": {}}, "unknown key.*threshold.*valid keys: thresholds, groups, alpha, min_rounds"),
+    ({"thresholds": {"latency": 0.1}}, "unknown key.*latency;.*latency_s"),
+    ({"thresholds": {"latency_s": -1}}, "threshold must be"),
+    ({"alpha": 2}, "alpha must be"),
+    ({"min_rounds": 0}, "min_rounds must be"),
+    ({"groups": [{"latency_s": 0.1}]}, "needs match"),
+    ({"groups": [{"match": "*", "speed": 1}]}, r"groups\[0\].*unknown key.*speed"),
+])
+def test_config_errors_name_the_problem(table, message):
+    with pytest.raises(UserError, match=message):
+        config_from_table(table, source="pyproject.toml")
+
+
+def test_config_bad_files(tmp_path):
+    with pytest.raises(UserError, match="no such pyproject"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "pyproject.toml"
+    bad.write_text("[tool.pruned_perf\n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_data_on_one_side_only_is_inconclusive_not_a_pass():
+    base = {"batch_size": 1, "output_tokens": 8, "rounds_s": [1.0] * 5, "ttft_rounds_s": [0.1] * 5,
+            "peak_mem_bytes": 100}
+    cur = {"batch_size": 1, "output_tokens": 8, "rounds_s": [1.0] * 5, "ttft_rounds_s": [], "peak_mem_bytes": None}
+    pv = cmp.compare_point("p", base, cur, Config())
+    assert pv.status == "inconclusive"
+    assert pv.metric("ttft_s").reason == "no ttft_s data in the current"
+    assert pv.metric("peak_mem_bytes").verdict == "inconclusive"
+    assert pv.metric("latency_s").verdict == "unchanged"
+    empty = {"batch_size": 1, "output_tokens": 8, "rounds_s": []}
+    assert cmp.compare_point("p", empty, dict(empty), Config()).status == "inconclusive"

@@ -1,0 +1,407 @@
+import json
+import statistics
+import weakref
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from pruned_perf import measure as measure_module
+from pruned_perf.errors import UserError
+from pruned_perf.measure import (GenerationLengthError, Measurement, OomGuard, Point, decode_step_bytes,
+                                 device_copy_bytes_per_s, make_inputs, measure, timing_fields)
+
+VOCAB = 320
+
+
+def tiny_llama(layers=2, kv_heads=4, seed=0):
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=256)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # two OpenMP threads on two shared cores stall up to 10x whenever another process runs; these tests
+    # check behaviour, not speed
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama()
+
+
+def point(batch=2, inp=8, out=8, backend="eager", model="tiny", method="dense"):
+    return Point(model, method, inp, out, batch, backend)
+
+
+# --- Point ----------------------------------------------------------------------------------------
+
+def test_point_id_and_series():
+    p = Point("llama-7b", "flap", 12, 128, 64)
+    assert p.id == "llama-7b-flap-in12-out128-M64-eager"
+    assert p.series == ("llama-7b", "flap", 12, 128, "eager")
+    assert Point("llama-7b", "flap", 12, 128, 8).series == p.series
+    assert Point("llama-7b", "flap", 12, 128, 8, "static").series != p.series
+
+
+def test_point_rejects_unknown_backend_naming_it_and_the_choices():
+    with pytest.raises(UserError, match=r"'compiled'.*eager.*static"):
+        Point("m", "dense", 12, 128, 1, "compiled")
+
+
+@pytest.mark.parametrize("field,value", [("input_tokens", 0), ("output_tokens", -3), ("batch_size", 2.5),
+                                         ("batch_size", True), ("input_tokens", "12")])
+def test_point_rejects_non_positive_ints_naming_field_and_value(field, value):
+    kwargs = dict(model="m", method="dense", input_tokens=12, output_tokens=128, batch_size=1)
+    kwargs[field] = value
+    with pytest.raises(UserError, match=rf"{field}.*{value!r}".replace("(", r"\(").replace(")", r"\)")):
+        Point(**kwargs)
+
+
+def test_point_rejects_empty_model_name():
+    with pytest.raises(UserError, match="model"):
+        Point("", "dense", 12, 128, 1)
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+def test_make_inputs_shape_deterministic_no_reserved_ids():
+    p = point(batch=16, inp=82)
+    a = make_inputs(p, VOCAB, "cpu")
+    b = make_inputs(p, VOCAB, "cpu")
+    assert a["input_ids"].shape == (16, 82)
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    assert torch.equal(a["attention_mask"], torch.ones(16, 82, dtype=a["input_ids"].dtype))
+    assert int(a["input_ids"].min()) >= 3 and int(a["input_ids"].max()) < VOCAB
+    assert len({tuple(row.tolist()) for row in a["input_ids"]}) == 16  # distinct prompts
+    assert not torch.equal(make_inputs(p, VOCAB, "cpu", seed=1)["input_ids"], a["input_ids"])
+
+
+def test_make_inputs_does_not_depend_on_global_rng():
+    p = point()
+    torch.manual_seed(1)
+    a = make_inputs(p, VOCAB, "cpu")
+    torch.manual_seed(2)
+    assert torch.equal(a["input_ids"], make_inputs(p, VOCAB, "cpu")["input_ids"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.integers(1, 32), inp=st.integers(1, 128), vocab=st.integers(4, 40000))
+def test_make_inputs_any_shape(batch, inp, vocab):
+    ids = make_inputs(point(batch=batch, inp=inp), vocab, "cpu")["input_ids"]
+    assert ids.shape == (batch, inp)
+    assert int(ids.min()) >= 3 and int(ids.max()) < vocab
+
+
+def test_make_inputs_rejects_tiny_vocab():
+    with pytest.raises(UserError, match="vocab_size"):
+        make_inputs(point(), 3, "cpu")
+
+
+# --- timing fields --------------------------------------------------------------------------------
+
+@settings(max_examples=50, deadline=None)
+@given(rounds=st.lists(st.floats(0.01, 10.0), min_size=1, max_size=9),
+       ttft=st.lists(st.floats(0.001, 0.01), min_size=1, max_size=9),
+       out=st.integers(1, 512), batch=st.integers(1, 384))
+def test_timing_fields_follow_the_schema(rounds, ttft, out, batch):
+    p = point(batch=batch, out=out)
+    t = timing_fields(p, rounds, ttft)
+    assert t["latency_s"] == statistics.median(rounds)
+    assert t["latency_min_s"] == min(rounds) <= t["latency_s"]
+    assert t["latency_iqr_s"] >= 0
+    assert t["tokens_per_s"] == pytest.approx(batch * out / t["latency_s"])
+    assert t["ttft_s"] == statistics.median(ttft)
+    if out == 1:
+        assert t["tpot_s"] is None
+    else:
+        assert t["tpot_s"] == pytest.approx((t["latency_s"] - t["ttft_s"]) / (out - 1))
+
+
+def test_iqr_of_known_rounds():
+    t = timing_fields(point(), [1.0, 2.0, 3.0, 4.0, 5.0], [0.1])
+    assert t["latency_iqr_s"] == pytest.approx(2.0)
+    assert t["latency_min_s"] == 1.0
+
+
+# --- measure --------------------------------------------------------------------------------------
+
+def test_measurement_fields_consistent(model):
+    p = point(batch=2, inp=8, out=8)
+    m = measure(model, p, rounds=5, warmup=2)
+    assert not m.oom and not m.oom_skipped
+    assert len(m.rounds_s) == 5 and len(m.ttft_rounds_s) == 5 and len(m.warmup_s) == 2
+    assert m.latency_s == statistics.median(m.rounds_s)
+    assert m.latency_min_s == min(m.rounds_s)
+    assert m.tokens_per_s == pytest.approx(2 * 8 / m.latency_s)
+    assert m.ttft_s == statistics.median(m.ttft_rounds_s)
+    assert m.ttft_s < m.latency_s
+    assert m.tpot_s == pytest.approx((m.latency_s - m.ttft_s) / 7)
+    assert m.peak_mem_bytes is None  # CPU cannot say
+    assert (m.dtype, m.device, m.backend) == ("float32", "cpu", "eager")
+    assert m.params == sum(p.numel() for p in model.parameters())
+    assert m.weight_bytes == 4 * m.params
+    assert m.layers == [{"heads": 4, "kv_heads": 4, "mlp": 128}] * 2
+    assert m.id == p.id
+
+
+def test_decode_bandwidth_fraction_uses_the_documented_formula(model):
+    p = point(batch=2, inp=8, out=8)
+    m = measure(model, p, rounds=5)
+    step_bytes = m.weight_bytes + 2 * (2 * 4 * 16 * (8 + 8 / 2) * 2 * 4)  # 2 layers, K+V, 4 heads of 16
+    assert decode_step_bytes(p, m.weight_bytes, m.layers, 16, 4) == pytest.approx(step_bytes)
+    assert m.device_copy_bytes_per_s == device_copy_bytes_per_s("cpu") > 0
+    assert m.decode_bw_frac == pytest.approx(step_bytes / m.tpot_s / m.device_copy_bytes_per_s)
+
+
+def test_kv_bytes_follow_the_kept_kv_heads():
+    p = point(batch=4, inp=10, out=20)
+    pruned = [{"heads": 4, "kv_heads": 2, "mlp": 64}, {"heads": 0, "kv_heads": 0, "mlp": 64}]
+    assert decode_step_bytes(p, 1000, pruned, 16, 2) == 1000 + 2 * 2 * 16 * 20 * 4 * 2
+
+
+def test_layers_are_passed_through(model):
+    given_layers = [{"heads": 3, "kv_heads": 1, "mlp": 100}]
+    m = measure(model, point(batch=1, out=2), rounds=1, layers=given_layers)
+    assert m.layers == given_layers
+
+
+def test_exactly_out_tokens_even_when_the_model_always_emits_eos():
+    rigged = tiny_llama(seed=1)
+    with torch.no_grad():
+        rigged.model.norm.weight.zero_()  # every logit is 0, so argmax is token 0 ...
+    rigged.generation_config.eos_token_id = 0  # ... which is EOS
+    rigged.generation_config.pad_token_id = 0
+    p = point(batch=2, inp=8, out=16)
+    inputs = make_inputs(p, VOCAB, "cpu")
+    plain = rigged.generate(**inputs, max_new_tokens=16, do_sample=False)
+    assert plain.shape[1] < 8 + 16  # the rig works: a plain generate stops early
+    m = measure(rigged, p, rounds=1)  # measure asserts the length on every call
+    assert not m.oom and len(m.rounds_s) == 1
+
+
+def test_a_short_generation_is_an_error(model, monkeypatch):
+    p = point(batch=2, inp=8, out=8)
+
+    def short_generate(input_ids, **kwargs):
+        return torch.cat([input_ids, input_ids[:, :3]], dim=1)
+
+    monkeypatch.setattr(model, "generate", short_generate)
+    with pytest.raises(GenerationLengthError, match=r"\(2, 11\).*expected \(2, 16\)"):
+        measure(model, p, rounds=1)
+
+
+def test_generate_arguments_pin_the_length_and_greedy(model, monkeypatch):
+    seen = []
+    real = model.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    measure(model, point(batch=1, out=5), rounds=1)
+    full = [kw for kw in seen if kw["max_new_tokens"] == 5]
+    first_token = [kw for kw in seen if kw["max_new_tokens"] == 1]
+    assert len(full) == 2 and len(first_token) == 2  # warm-up + 1 round each
+    for kw in seen:
+        assert kw["min_new_tokens"] == kw["max_new_tokens"]
+        assert kw["do_sample"] is False and kw["pad_token_id"] is not None
+        assert kw["cache_implementation"] == "dynamic"
+
+
+def test_timed_rounds_hook_times_the_full_calls(model, monkeypatch):
+    calls = []
+
+    def hook(fn, rounds, warmup=0):
+        assert warmup == 0
+        calls.append(rounds)
+        lengths = []
+        real = model.generate
+
+        def spy(**kwargs):
+            lengths.append(kwargs["max_new_tokens"])
+            return real(**kwargs)
+
+        monkeypatch.setattr(model, "generate", spy)
+        for _ in range(rounds):
+            fn()
+        monkeypatch.setattr(model, "generate", real)
+        assert lengths == [6] * rounds  # full calls, not one-token ones
+        return [0.5 + i for i in range(rounds)]
+
+    m = measure(model, point(batch=1, out=6), rounds=3, timed_rounds=hook)
+    assert calls == [3]
+    assert m.rounds_s == [0.5, 1.5, 2.5] and m.latency_s == 1.5
+
+
+def test_timed_rounds_hook_must_return_every_round(model):
+    with pytest.raises(RuntimeError, match="1 rounds.*expected 3"):
+        measure(model, point(batch=1, out=2), rounds=3, timed_rounds=lambda fn, rounds, warmup=0: [1.0])
+
+
+@pytest.mark.parametrize("rounds,warmup", [(0, 1), (5, 0)])
+def test_rounds_and_warmup_must_be_positive(model, rounds, warmup):
+    with pytest.raises(UserError, match="rounds|warmup"):
+        measure(model, point(), rounds=rounds, warmup=warmup)
+
+
+def test_static_backend_on_cpu():
+    static_model = tiny_llama(seed=2)
+    long = point(batch=2, inp=8, out=24, backend="static")
+    short = point(batch=2, inp=8, out=6, backend="static")
+    m = measure(static_model, long, rounds=2)
+    assert not m.oom and m.backend == "static" and m.tokens_per_s > 0
+    long_cache = getattr(static_model, "_previous_max_cache_length", None)
+    measure(static_model, short, rounds=2)
+    # transformers would otherwise keep the long point's cache for the short point
+    short_cache = getattr(static_model, "_previous_max_cache_length", None)
+    if long_cache is not None:  # a transformers without the attribute has nothing to forget
+        assert short_cache < long_cache and short_cache <= 8 + 6
+
+
+def test_static_and_eager_generate_the_same_tokens():
+    static_model = tiny_llama(seed=3)
+    p_eager, p_static = point(batch=2, out=6), point(batch=2, out=6, backend="static")
+    inputs = make_inputs(p_eager, VOCAB, "cpu")
+    eager = static_model.generate(**inputs, **measure_module.generate_kwargs(static_model, p_eager, 6))
+    static = static_model.generate(**inputs, **measure_module.generate_kwargs(static_model, p_static, 6))
+    assert torch.equal(eager, static)
+
+
+# --- OOM ------------------------------------------------------------------------------------------
+
+def oom_for_large_batches(model, monkeypatch, threshold=8):
+    real = model.generate
+
+    def generate(**kwargs):
+        if kwargs["input_ids"].shape[0] >= threshold:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", generate)
+
+
+def test_oom_is_a_result_and_guard_skips_larger_batches_of_that_series_only(model, monkeypatch):
+    oom_for_large_batches(model, monkeypatch)
+    guard = OomGuard()
+    results = {}
+    for batch in (1, 8, 16, 4):
+        p = point(batch=batch, out=4)
+        m = guard.skip(p) or measure(model, p, rounds=1)
+        guard.record(p, m)
+        results[batch] = m
+    assert not results[1].oom and not results[4].oom
+    assert results[8].oom and not results[8].oom_skipped
+    assert results[8].latency_s is None and results[8].tokens_per_s is None and results[8].rounds_s == []
+    assert results[16].oom and results[16].oom_skipped and results[16].batch_size == 16
+    assert results[16].id == point(batch=16, out=4).id and results[16].params == results[1].params
+    assert guard.skip(point(batch=8, out=4)) is None  # the OOM batch itself is not "larger"
+    assert guard.skip(point(batch=4, out=4)) is None
+    assert guard.skip(point(batch=32, out=5)) is None  # another series
+    assert guard.skip(point(batch=32, out=4, backend="static")) is None
+    assert guard.skip(point(batch=32, out=4, method="flap")) is None
+
+
+def test_guard_keeps_the_smallest_oom_batch():
+    guard = OomGuard()
+    base = dict(model="tiny", method="dense", params=1, weight_bytes=4, input_tokens=8, output_tokens=4,
+                backend="eager", dtype="float32", device="cpu")
+    guard.record(point(batch=32, out=4), Measurement(batch_size=32, oom=True, **base))
+    guard.record(point(batch=16, out=4), Measurement(batch_size=16, oom=True, **base))
+    guard.record(point(batch=4, out=4), Measurement(batch_size=4, oom=False, **base))
+    assert guard.skip(point(batch=16, out=4)) is None
+    assert guard.skip(point(batch=24, out=4)).oom_skipped
+
+
+def test_cpu_allocator_message_counts_as_oom(model, monkeypatch):
+    def generate(**kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(model, "generate", generate)
+    assert measure(model, point(), rounds=1).oom
+
+
+def test_oom_wrapped_by_the_compiler_counts_as_oom(model, monkeypatch):
+    def generate(**kwargs):
+        try:
+            raise torch.OutOfMemoryError("CUDA error")
+        except torch.OutOfMemoryError as exc:
+            raise RuntimeError("backend='inductor' raised an error") from exc
+
+    monkeypatch.setattr(model, "generate", generate)
+    assert measure(model, point(), rounds=1).oom
+
+
+def test_other_errors_are_not_oom(model, monkeypatch):
+    def generate(**kwargs):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(model, "generate", generate)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        measure(model, point(), rounds=1)
+
+
+def test_oom_leaves_no_tensor_alive(model, monkeypatch):
+    held = []
+
+    def generate(**kwargs):
+        big = torch.empty(1 << 20)
+        held.append(weakref.ref(big))
+        cycle = {"big": big}
+        cycle["self"] = cycle  # only a garbage collection frees this
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(model, "generate", generate)
+    assert measure(model, point(), rounds=1).oom
+    assert held and held[0]() is None
+
+
+# --- serialisation --------------------------------------------------------------------------------
+
+SCHEMA_FIELDS = {
+    "schema", "id", "model", "method", "params", "weight_bytes", "batch_size", "input_tokens", "output_tokens",
+    "backend", "dtype", "device", "oom", "oom_skipped", "latency_s", "latency_iqr_s", "latency_min_s",
+    "tokens_per_s", "ttft_s", "tpot_s", "peak_mem_bytes", "rounds_s", "ttft_rounds_s", "warmup_s",
+    "decode_bw_frac", "device_copy_bytes_per_s", "layers",
+}
+
+
+def test_measurement_round_trips_through_json(model):
+    m = measure(model, point(batch=1, out=3), rounds=2)
+    data = json.loads(json.dumps(m.to_dict()))
+    assert set(data) == SCHEMA_FIELDS
+    assert data["schema"] == 1 and data["id"] == "tiny-dense-in8-out3-M1-eager"
+    assert Measurement.from_dict(data) == m
+
+
+def test_oom_measurement_serialises_null_timings(model, monkeypatch):
+    oom_for_large_batches(model, monkeypatch, threshold=1)
+    data = measure(model, point(), rounds=1).to_dict()
+    assert data["oom"] is True
+    assert all(data[k] is None for k in ("latency_s", "tokens_per_s", "ttft_s", "tpot_s", "decode_bw_frac"))
+    assert Measurement.from_dict(json.loads(json.dumps(data))).oom
+
+
+def test_from_dict_rejects_other_schema_and_bad_id(model):
+    data = measure(model, point(batch=1, out=2), rounds=1).to_dict()
+    with pytest.raises(UserError, match="schema 2"):
+        Measurement.from_dict({**data, "schema": 2})
+    with pytest.raises(UserError, match="does not match"):
+        Measurement.from_dict({**data, "id": "other"})
+    with pytest.raises(UserError, match="params"):
+        Measurement.from_dict({k: v for k, v in data.items() if k != "params"})
+
+
+def test_copy_bandwidth_is_measured_once_per_device():
+    first = device_copy_bytes_per_s("cpu")
+    assert first > 1e8  # any machine copies more than 100 MB/s
+    assert device_copy_bytes_per_s(torch.device("cpu")) is first

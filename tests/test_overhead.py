@@ -1,0 +1,96 @@
+import statistics
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from pruned_perf import overhead
+from pruned_perf.measure import Point
+
+
+def tiny_llama():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)
+    return LlamaForCausalLM(config).eval()
+
+
+# ~50 ms per call on a 2-core CPU, so perf_counter and scheduler noise stay well under 1%
+OVERHEAD_POINT = Point("tiny", "dense", 8, 40, 2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama()
+
+
+def test_check_overhead_returns_medians_and_ratio(model):
+    result = overhead.check_overhead(model, Point("tiny", "dense", 4, 4, 1), rounds=3)
+    assert len(result["raw_rounds_s"]) == len(result["core_rounds_s"]) == 3
+    pairs = [core / raw for core, raw in zip(result["core_rounds_s"], result["raw_rounds_s"])]
+    assert result["ratio"] == pytest.approx(statistics.median(pairs))
+    assert result["raw_median_s"] == statistics.median(result["raw_rounds_s"])
+    assert result["core_median_s"] == statistics.median(result["core_rounds_s"])
+    assert 0 < result["raw_median_s"] and 0 < result["core_median_s"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # with two OpenMP threads on two shared cores, any other process stalls a call by up to 10x; the
+    # harness overhead this test is about does not depend on the thread count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_measure_adds_less_than_three_percent_on_this_cpu(model):
+    result = overhead.check_overhead(model, OVERHEAD_POINT, rounds=30)
+    assert result["raw_median_s"] > 0.03, "the shape is too small for the timer to resolve 3%"
+    assert overhead.within_target(result["ratio"]), result
+
+
+def test_the_check_catches_a_slow_timed_path(model, monkeypatch):
+    real = model.generate
+
+    def slower(**kwargs):
+        # only measure's path asks for dict-less output explicitly; a real regression could be anything
+        if "return_dict_in_generate" in kwargs:
+            real(**kwargs)  # twice the work
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", slower)
+    result = overhead.check_overhead(model, Point("tiny", "dense", 4, 8, 1), rounds=4)
+    assert not overhead.within_target(result["ratio"])
+    assert result["ratio"] > 1.5
+
+
+def test_within_target_edges():
+    assert overhead.within_target(1.0) and overhead.within_target(1.029) and overhead.within_target(0.971)
+    assert not overhead.within_target(1.031) and not overhead.within_target(0.96)
+
+
+def test_main_prints_ratio_and_exits_by_target(model, monkeypatch, capsys):
+    built = []
+
+    def build(name, device, dtype):
+        built.append((name, device, dtype))
+        return model
+
+    monkeypatch.setattr(overhead, "check_overhead", lambda m, p, rounds: {
+        "ratio": 1.004, "raw_median_s": 0.05, "core_median_s": 0.0502})
+    argv = ["--model", "tiny", "--device", "cpu", "--rounds", "2"]
+    assert overhead.main(argv, build=build) == 0
+    assert built == [("tiny", torch.device("cpu"), torch.float32)]
+    assert "measure/raw = 1.004 (target within 3%)" in capsys.readouterr().out
+    monkeypatch.setattr(overhead, "check_overhead", lambda m, p, rounds: {
+        "ratio": 1.08, "raw_median_s": 0.05, "core_median_s": 0.054})
+    assert overhead.main(argv, build=build) == 1
+    assert "measure/raw = 1.080" in capsys.readouterr().out
+
+
+def test_main_runs_for_real_with_a_built_model(model, capsys):
+    code = overhead.main(["--model", "tiny", "--device", "cpu", "--input-tokens", "4", "--output-tokens", "4",
+                          "--rounds", "2"], build=lambda name, device, dtype: model)
+    assert code in (0, 1)
+    assert "measure/raw = " in capsys.readouterr().out

@@ -1,0 +1,140 @@
+"""Report tables: grouping, speedup against dense, OOM rows, verdicts first, summary cut."""
+import copy
+
+import pytest
+
+from pruned_perf.compare import compare
+from pruned_perf.errors import UserError
+from pruned_perf.report import render
+from pruned_perf.results import results_from_dict
+
+try:
+    from tests.synthetic_results import make_point, make_results, point_id, scale_point, sweep
+except ImportError:
+    from synthetic_results import make_point, make_results, point_id, scale_point, sweep
+
+
+def _results(raw, path="r.json"):
+    return results_from_dict(raw, path)
+
+
+def _table_lines(text, title):
+    """The data rows of the table under `### title` (github format)."""
+    block = text.split(f"### {title}\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    return block[2:]
+
+
+def _cells(line):
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+@pytest.fixture
+def raw():
+    return make_results(sweep(models=("llama-7b",), io_pairs=((12, 128), (82, 512)), batch_sizes=(1, 8, 64),
+                              oom_from={("llama-7b", "dense"): 64}))
+
+
+def test_github_table_per_model_and_shape(raw):
+    text = render(_results(raw))
+    assert text.startswith("## pruned_perf results: profile smoke, 24 points (2 OOM)")
+    assert "nvidia-h200-140gb (NVIDIA H200); driver 570.124.06, cuda 12.8, torch 2.11.0" in text
+    assert text.count("### llama-7b in ") == 2
+    rows = _table_lines(text, "llama-7b in 12 out 128")
+    assert len(rows) == 12
+    header = text.split("### llama-7b in 12 out 128\n\n", 1)[1].splitlines()[0]
+    assert _cells(header)[:10] == ["method", "params (B)", "M", "backend", "latency (s)", "tokens/s", "ttft (ms)",
+                                   "tpot (ms)", "peak mem (GiB)", "speedup vs dense"]
+    assert _cells(rows[0])[0] == "dense" and _cells(rows[0])[2] == "1"
+
+
+def test_speedup_is_throughput_ratio_against_dense_and_blank_without_dense(raw):
+    r = _results(raw)
+    text = render(r)
+    by_key = {(c[0], c[2]): c for c in map(_cells, _table_lines(text, "llama-7b in 12 out 128"))}
+    depth = r.points[point_id("llama-7b", "depth", 8, 12, 128)]
+    dense = r.points[point_id("llama-7b", "dense", 8, 12, 128)]
+    assert by_key[("depth", "8")][9] == f"{depth['tokens_per_s'] / dense['tokens_per_s']:.2f}x"
+    assert by_key[("dense", "8")][9] == "1.00x"
+    # dense ran out of memory at M64: OOM row, and no speedup for the others at M64
+    assert by_key[("dense", "64")][4:9] == ["OOM"] * 5
+    assert by_key[("depth", "64")][9] == ""
+
+
+def test_plain_format_and_bad_format(raw):
+    text = render(_results(raw), fmt="plain")
+    assert "###" not in text and "|" not in text
+    assert "llama-7b in 12 out 128\n----------------------" in text
+    with pytest.raises(UserError, match="unknown report format 'html'; valid choices: github, plain"):
+        render(_results(raw), fmt="html")
+
+
+def test_comparison_puts_regressions_first_with_delta_and_verdict(raw):
+    slow = point_id("llama-7b", "flap", 8, 82, 512)
+    cur = _results(scale_point(raw, slow, 1.3), "cur.json")
+    comparison = compare(cur, _results(raw, "base.json"))
+    text = render(cur, comparison)
+    assert "Baseline base.json: REGRESSION; 1 regressed, 23 unchanged" in text
+    # the regressions table comes before every per-shape table, and its shape's table comes first
+    assert text.index("### Regressions (3)") < text.index("### llama-7b in 82 out 512") < text.index(
+        "### llama-7b in 12 out 128")
+    first = _cells(_table_lines(text, "llama-7b in 82 out 512")[0])
+    assert first[:3] == ["flap", "4.90", "8"]
+    assert first[-2:] == ["+30.0%", "regressed (latency_s, tokens_per_s, tpot_s)"]
+    regression_rows = [_cells(line) for line in _table_lines(text, "Regressions (3)")]
+    assert [r[1] for r in regression_rows] == ["latency_s", "tokens_per_s", "tpot_s"]
+    assert regression_rows[0][4] == "+30.0%"
+
+
+def test_comparison_shows_warnings_missing_and_newly_oom(raw):
+    base = _results(raw, "base.json")
+    kept = [b for b in copy.deepcopy(raw["benchmarks"]) if b["extra_info"]["method"] != "depth"]
+    cur_raw = make_results(kept, driver="580.0")
+    oom_id = point_id("llama-7b", "flap", 64, 12, 128)
+    for b in cur_raw["benchmarks"]:
+        if b["extra_info"]["id"] == oom_id:
+            b["extra_info"].update(oom=True, latency_s=None, tokens_per_s=None, rounds_s=None)
+    cur = _results(cur_raw, "cur.json")
+    text = render(cur, compare(cur, base))
+    assert "warning: driver differs: baseline 570.124.06, results 580.0" in text
+    assert "1 newly-oom" in text and "6 missing" in text
+    rows = [_cells(line) for line in _table_lines(text, "llama-7b in 12 out 128")]
+    assert rows[0][0] == "flap" and rows[0][-1] == "newly-oom" and rows[0][4] == "OOM"
+    missing = [r for r in rows if r[-1] == "missing"]
+    assert {r[0] for r in missing} == {"depth"} and len(missing) == 3
+
+
+def test_summary_under_limit_is_the_full_report(raw):
+    r = _results(raw)
+    assert render(r, summary=True) == render(r)
+
+
+def test_summary_is_cut_to_header_regressions_and_top_rows():
+    raw = make_results(sweep(models=("llama-7b", "vicuna-13b"), io_pairs=((12, 128), (82, 512)),
+                             batch_sizes=(1, 8, 16, 32, 64, 128)))
+    slow = point_id("vicuna-13b", "depth", 16, 82, 512)
+    cur = _results(scale_point(raw, slow, 1.5), "cur.json")
+    comparison = compare(cur, _results(raw, "base.json"))
+    full = render(cur, comparison)
+    limit = 6000
+    assert len(full.encode()) > limit
+    cut = render(cur, comparison, summary=True, summary_limit_bytes=limit)
+    assert len(cut.encode()) <= limit
+    assert cut.startswith("## pruned_perf results")
+    assert "### Regressions (3)" in cut and slow in cut
+    assert "> Cut to fit GitHub's 1 MiB step-summary limit" in cut
+    shown = int(cut.split("the top ", 1)[1].split(" of ", 1)[0])
+    assert 0 < shown < 96 and "of 96 rows" in cut
+    first_table = cut.split("### vicuna-13b in 82 out 512\n\n", 1)[1]
+    assert _cells(first_table.splitlines()[2])[-1].startswith("regressed")
+
+
+def test_summary_of_a_real_size_report_fits_one_mib():
+    # ~7000 rows: over GitHub's 1 MiB limit when rendered in full.
+    pts = [make_point(f"model-{i}", method, bs) for i in range(220) for method in ("dense", "flap", "depth", "x")
+           for bs in (1, 8, 16, 32, 64, 128, 256, 384)]
+    r = _results(make_results(pts))
+    full = render(r)
+    assert len(full.encode()) > 1024 * 1024
+    cut = render(r, summary=True)
+    assert 900 * 1024 < len(cut.encode()) <= 1024 * 1024
+    assert "Cut to fit GitHub's 1 MiB step-summary limit" in cut
