@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -63,8 +64,9 @@ def _compensation(weight: torch.Tensor, keep: torch.Tensor, mean: torch.Tensor |
 
 
 def _new_linear(weight: torch.Tensor, bias: torch.Tensor | None, requires_grad: bool) -> nn.Linear:
-    # Built on meta then given the sliced tensors: no throw-away allocation and init of a full matrix.
-    with torch.device("meta"):
+    # Built on meta, then given the sliced tensors: no throw-away matrix is allocated or initialised.
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # a layer pruned to width 0
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     linear.weight = nn.Parameter(weight.detach().contiguous(), requires_grad=requires_grad)
     if bias is not None:
