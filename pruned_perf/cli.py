@@ -45,6 +45,8 @@ def _sizing(args):
     from pruned_perf.sizing import parse_param_count
 
     methods.get_method(args.method)  # name the bad method before touching the model
+    if (Path(args.model) / "plan.json").is_file():
+        raise UserError(f"{args.model} is already pruned; prune the model it came from instead")
     config = model_config(args.model)
     target = parse_param_count(args.target_params) if args.target_params else None
     options = {"plus_rule": args.plus_rule, "layers": args.layers, "bias": args.bias}
@@ -106,12 +108,6 @@ def cmd_prune(args) -> int:
     return 0
 
 
-def cmd_overhead(args) -> int:
-    from pruned_perf.overhead import main as overhead_main
-
-    return overhead_main(args.overhead_args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pruned-perf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,9 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_prune)
 
+    from pruned_perf import overhead
+
     p = sub.add_parser("overhead", help="time raw generate against the measuring core (target: within 3%%)")
-    p.add_argument("overhead_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_overhead)
+    overhead.add_arguments(p)
+    p.set_defaults(func=overhead.run)
 
     from pruned_perf.cli_results import add_commands
 

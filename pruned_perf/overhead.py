@@ -72,8 +72,7 @@ def within_target(ratio: float, target: float = TARGET) -> bool:
     return abs(ratio - 1) <= target
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pruned-perf overhead", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="preset name or local model directory")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float16", "bfloat16", "float32"),
@@ -83,7 +82,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--backend", default="eager", choices=BACKENDS)
     parser.add_argument("--rounds", type=int, default=10, help="rounds per side, alternating")
-    return parser
 
 
 def _dtype(name: str, device: torch.device) -> torch.dtype:
@@ -93,7 +91,12 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def main(argv=None, build=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = argparse.ArgumentParser(prog="pruned-perf overhead", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv), build)
+
+
+def run(args, build=None) -> int:
     device = pick_device(args.device)
     point = Point(args.model, "dense", args.input_tokens, args.output_tokens, args.batch_size, args.backend)
     if build is None:

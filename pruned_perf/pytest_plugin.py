@@ -151,6 +151,8 @@ def _session(config) -> PerfSession:
 def pytest_configure(config):
     if _option(config, "compare") and _benchmark_json(config) is None:
         raise pytest.UsageError("--pp-compare needs --benchmark-json FILE (the results it compares)")
+    if any(_option(config, name) is not None for name, _, _ in _OPTIONS):
+        _session(config)  # a bad --pp-* value is a usage error (exit 4) here, not a collection error (2)
 
 
 def pytest_generate_tests(metafunc):

@@ -15,6 +15,7 @@ from pruned_perf.compare import (
 )
 from pruned_perf.errors import choice_error
 from pruned_perf.results import Results
+from pruned_perf.sizing import format_params
 
 FORMATS = {"github": "github", "plain": "simple"}
 # GitHub refuses a step summary over 1 MiB; keep some room for what the workflow adds around it.
@@ -136,7 +137,7 @@ def _group_tables(results: Results, comparison: Comparison | None, fmt: str,
 
 
 def _headers(comparison: Comparison | None) -> list[str]:
-    headers = ["method", "params (B)", "M", "backend", "latency (s)", "tokens/s", "ttft (ms)",
+    headers = ["method", "params", "M", "backend", "latency (s)", "tokens/s", "ttft (ms)",
                "tpot (ms)", "peak mem (GiB)", "speedup vs dense"]
     if comparison is not None:
         headers += ["Δ latency", "verdict"]
@@ -213,7 +214,7 @@ def _verdict_text(pv: PointVerdict | None, status: str) -> str:
 
 
 def _params(params) -> str:
-    return "" if not params else f"{params / 1e9:.2f}"
+    return "" if not params else format_params(params)
 
 
 def _num(value) -> str:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from pruned_perf.errors import UserError
+
+if TYPE_CHECKING:  # sizing is pure arithmetic; report and compare import it without torch
+    from torch import nn
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise UserError(f"--pp-shard must look like I/N (e.g. 1/4), got {text!r}") from None
     if not 1 <= index <= count:
-        raise UserError(f"--pp-shard {text!r}: I must lie in 1..N")
+        raise UserError(f"--pp-shard {text!r}: I must lie in 1..{count} (N = {count})")
     return index, count
 
 
