@@ -17,6 +17,7 @@ from pathlib import Path
 from pruned_perf.compare import NEWLY_OOM, REGRESSED, Comparison
 from pruned_perf.errors import UserError
 from pruned_perf.results import Results, atomic_path
+from pruned_perf.sizing import format_params
 
 FIGURE_SUFFIXES = (".png", ".svg")
 # Reference styling; other methods take the next automatic colour and marker.
@@ -79,7 +80,7 @@ def _series_key(p: dict) -> tuple:
 
 def _styles(results: Results, baseline: Results | None) -> dict[str, dict[tuple, dict]]:
     """Per model: a style and a label per series. Colours and markers follow the method across the
-    whole figure; sizes and backends are named only where a model has more than one."""
+    whole figure; every label names the size, backends only where there is more than one."""
     points = list(results.points.values()) + (list(baseline.points.values()) if baseline else [])
     methods = sorted({p["method"] for p in points}, key=lambda m: (_method_rank(m), m))
     auto = iter(range(len(methods)))
@@ -98,9 +99,7 @@ def _series_style(key: tuple, keys: list[tuple], method_base: dict, many_backend
     sizes = sorted({k[1] for k in keys if k[0] == method})
     style = dict(method_base[method])
     style["linestyle"] = _SIZE_LINESTYLES[sizes.index(params) % len(_SIZE_LINESTYLES)]
-    label = method
-    if len(sizes) > 1 and params:
-        label += f" {params / 1e9:.1f}B"
+    label = f"{method} {format_params(params)}" if params else method  # as the reference: "Ours 4.9B"
     if many_backends:
         label += f" ({backend})"
         if backend == "static":

@@ -111,7 +111,7 @@ def test_report_prints_github_table(run, stored, capsys):
     assert run(["report", results]) == 0
     out = capsys.readouterr().out
     assert "### llama-7b in 12 out 128" in out
-    assert "| method     |   params (B) |   M |" in out
+    assert "| method     |   params |   M |" in out
     assert "|------------|" in out
     assert len(_verdicts(out)) == 0  # no baseline asked for: no verdict columns
     assert run(["report", results, "--baseline", "auto", "--summary", "--out", "report.md"]) == 0

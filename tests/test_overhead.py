@@ -15,10 +15,6 @@ def tiny_llama():
     return LlamaForCausalLM(config).eval()
 
 
-# ~50 ms per call on a 2-core CPU, so perf_counter and scheduler noise stay well under 1%
-OVERHEAD_POINT = Point("tiny", "dense", 8, 40, 2)
-
-
 @pytest.fixture(scope="module")
 def model():
     return tiny_llama()
@@ -42,12 +38,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def test_measure_adds_less_than_three_percent_on_this_cpu(model):
-    result = overhead.check_overhead(model, OVERHEAD_POINT, rounds=30)
-    assert result["raw_median_s"] > 0.03, "the shape is too small for the timer to resolve 3%"
-    assert overhead.within_target(result["ratio"]), result
 
 
 def test_the_check_catches_a_slow_timed_path(model, monkeypatch):

@@ -23,8 +23,15 @@ def raw():
 
 
 def _lines(ax):
-    """Data lines by label (the legend helpers have no data)."""
-    return {line.get_label(): line for line in ax.get_lines() if len(line.get_xdata())}
+    """Data lines by method, the first word of their label "method size" (legend helpers have no data)."""
+    return {line.get_label().split(" ")[0]: line for line in ax.get_lines()
+            if len(line.get_xdata()) and not line.get_label().startswith("_")}
+
+
+def test_labels_name_method_and_size_as_the_reference_does(raw):
+    fig = make_figure(results_from_dict(raw))
+    labels = {line.get_label() for line in fig.axes[0].get_lines() if len(line.get_xdata())}
+    assert {"dense 6.74B", "depth 4.92B"} <= labels
 
 
 def test_plot_writes_png_with_reference_layout(tmp_path, raw):
@@ -62,7 +69,8 @@ def test_lines_follow_batch_size_with_reference_styles(raw):
 def test_oom_points_are_absent_and_noted(raw):
     ax = make_figure(results_from_dict(raw, "r.json")).axes[2]  # vicuna-13b in 12 out 128
     assert len(_lines(ax)["dense"].get_xdata()) == 3  # M256 and M384 ran out of memory
-    assert "OOM:\ndense M256, M384" in [t.get_text() for t in ax.texts]
+    notes = [t.get_text() for t in ax.texts if t.get_text().startswith("OOM:")]
+    assert len(notes) == 1 and notes[0].startswith("OOM:\ndense ") and notes[0].endswith("B M256, M384")
 
 
 def test_other_methods_get_distinct_styles_and_axis_extends():
@@ -110,4 +118,5 @@ def test_newly_oom_point_is_ringed_where_the_baseline_had_it(raw):
     ax = make_figure(cur, base, compare(cur, base)).axes[0]
     [ring] = [c for c in ax.collections if c.get_offsets().shape[0]]
     assert tuple(ring.get_offsets()[0]) == pytest.approx((base.points[gone]["latency_s"], base.points[gone]["tokens_per_s"]))
-    assert "OOM:\ndepth M384" in [t.get_text() for t in ax.texts]
+    notes = [t.get_text() for t in ax.texts if t.get_text().startswith("OOM:")]
+    assert len(notes) == 1 and notes[0].startswith("OOM:\ndepth ") and notes[0].endswith("B M384")
