@@ -23,14 +23,7 @@ def tiny_llama(layers=2, kv_heads=4, seed=0):
     return LlamaForCausalLM(config).eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # two OpenMP threads on two shared cores stall up to 10x whenever another process runs; these tests
-    # check behaviour, not speed
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,7 @@ def test_check_overhead_returns_medians_and_ratio(model):
     assert 0 < result["raw_median_s"] and 0 < result["core_median_s"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # with two OpenMP threads on two shared cores, any other process stalls a call by up to 10x; the
-    # harness overhead this test is about does not depend on the thread count
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_check_catches_a_slow_timed_path(model, monkeypatch):
