@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import tomllib
 from dataclasses import dataclass, field
 
 from pruned_perf.errors import UserError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 # The defaults equal the repository's pyproject so that a checkout without one compares the same way.
 DEFAULT_THRESHOLDS = {

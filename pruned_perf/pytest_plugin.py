@@ -43,7 +43,8 @@ _OPTIONS = [
 def pytest_addoption(parser):
     group = parser.getgroup("pruned_perf", "pruned_perf perf suite")
     for name, env, text in _OPTIONS:
-        group.addoption(f"--pp-{name}", dest=f"pp_{name.replace('-', '_')}", default=os.environ.get(env) or None,  # an empty variable means unset
+        # An empty variable means unset (a workflow passes empty inputs through as "").
+        group.addoption(f"--pp-{name}", dest=f"pp_{name.replace('-', '_')}", default=os.environ.get(env) or None,
                         help=f"{text} [env {env}]")
 
 

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pruned_perf import compare as cmp
-from pruned_perf.config import DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS, DEFAULT_THRESHOLDS, Config, config_from_table, load_config
+from pruned_perf.config import (DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS, DEFAULT_THRESHOLDS, Config, config_from_table,
+                                load_config)
 from pruned_perf.errors import UserError
 from pruned_perf.results import results_from_dict
 

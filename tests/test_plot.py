@@ -117,6 +117,7 @@ def test_newly_oom_point_is_ringed_where_the_baseline_had_it(raw):
     base, cur = results_from_dict(raw, "base.json"), results_from_dict(cur_raw, "cur.json")
     ax = make_figure(cur, base, compare(cur, base)).axes[0]
     [ring] = [c for c in ax.collections if c.get_offsets().shape[0]]
-    assert tuple(ring.get_offsets()[0]) == pytest.approx((base.points[gone]["latency_s"], base.points[gone]["tokens_per_s"]))
+    where = (base.points[gone]["latency_s"], base.points[gone]["tokens_per_s"])
+    assert tuple(ring.get_offsets()[0]) == pytest.approx(where)
     notes = [t.get_text() for t in ax.texts if t.get_text().startswith("OOM:")]
     assert len(notes) == 1 and notes[0].startswith("OOM:\ndepth ") and notes[0].endswith("B M384")
