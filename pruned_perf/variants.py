@@ -15,7 +15,7 @@ import torch
 from pruned_perf import methods
 from pruned_perf.calibration import effective_source
 from pruned_perf.errors import UserError, choice_error
-from pruned_perf.models import build_model, is_preset, load_tokenizer, model_config
+from pruned_perf.models import PRESETS, build_model, is_preset, load_tokenizer, model_config
 from pruned_perf.plan import PLAN_SCHEMA, PrunePlan, load_plan, save_plan
 from pruned_perf.sizing import parse_param_count
 from pruned_perf.surgery import prune
@@ -98,19 +98,29 @@ def get_profile(name: str) -> Profile:
 # --- building a variant --------------------------------------------------------------------------
 
 def _model_identity(model: str) -> dict:
-    """What makes a model the same model again: the preset name, or the checkpoint files' sizes and times."""
+    """What makes a model the same model again: the preset's config, or the checkpoint files' sizes and times."""
     if is_preset(model):
-        return {"preset": model}
+        return {"preset": model, "config": PRESETS[model]}
     path = Path(model).resolve()
     files = sorted(p for p in path.iterdir() if p.is_file())
     return {"path": str(path), "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
 
 
+def _code_digest(method: str) -> str:
+    """The code that decides a plan: a changed method must not reuse plans made by the old one."""
+    from pruned_perf import calibration, evaluate
+    from pruned_perf.methods import grads
+
+    files = [methods.get_method(method).__file__, calibration.__file__, evaluate.__file__, grads.__file__]
+    return hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()[:16]
+
+
 def plan_key(variant: Variant, dtype: torch.dtype, device: torch.device, seed: int = 0) -> str:
-    """A plan depends on the model, the method and its settings, the calibration and the numerics."""
+    """A plan depends on the model, the method (settings and code), the calibration and the numerics."""
     spec = variant.calib_spec()
     identity = {
         "plan_schema": PLAN_SCHEMA, "model": _model_identity(variant.model), "seed": seed,
+        "code": _code_digest(variant.method),
         "variant": dataclasses.asdict(variant), "calibration": dataclasses.asdict(spec) if spec else None,
         "dtype": str(dtype), "device": device.type,
     }
