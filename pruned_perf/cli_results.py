@@ -9,6 +9,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from pruned_perf import results as res
+from pruned_perf.atomic import write_json_atomic, write_text_atomic
 from pruned_perf.errors import UserError
 
 EXIT_OK, EXIT_REGRESSION = 0, 1
@@ -108,7 +109,7 @@ def cmd_compare(args) -> int:
     _, comparison = _compare_with_baseline(args, current)
     print(render(current, comparison, fmt=args.format), end="")
     if args.json:
-        res.write_json_atomic(args.json, comparison.to_dict())
+        write_json_atomic(args.json, comparison.to_dict())
     return EXIT_REGRESSION if comparison.has_regression else EXIT_OK
 
 
@@ -119,7 +120,7 @@ def cmd_report(args) -> int:
     _, comparison = _compare_with_baseline(args, current)
     text = render(current, comparison, fmt=args.format, summary=args.summary)
     if args.out:
-        res.write_text_atomic(args.out, text)
+        write_text_atomic(args.out, text)
     else:
         print(text, end="")
     return EXIT_OK
@@ -156,6 +157,6 @@ def cmd_baseline_show(args) -> int:
 
 def cmd_merge(args) -> int:
     merged = res.merge_results(args.shards)
-    res.write_json_atomic(args.out, merged)
+    write_json_atomic(args.out, merged)
     print(f"merged {len(args.shards)} files, {len(merged['benchmarks'])} points into {args.out}")
     return EXIT_OK

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from pruned_perf.atomic import atomic_path, write_text_atomic
 from pruned_perf.errors import UserError
 
 PLAN_SCHEMA = 1
@@ -122,28 +121,18 @@ def _means_path(path: Path) -> Path:
     return path.with_suffix(".means.safetensors")
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_plan(plan: PrunePlan, path: str | Path) -> None:
     """plan.json (+ plan.means.safetensors for FLAP statistics), each written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if plan.channel_means:
         means = {k: v.detach().float().cpu().contiguous() for k, v in plan.channel_means.items()}
-        _atomic_write(_means_path(path), lambda tmp: save_file(means, tmp))
+        with atomic_path(_means_path(path)) as tmp:
+            save_file(means, tmp)
     else:
         _means_path(path).unlink(missing_ok=True)  # never pair this plan with stale statistics
     text = json.dumps(plan.to_dict(), indent=1)
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(path, text)
 
 
 def load_plan(path: str | Path, with_means: bool = True) -> PrunePlan:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pruned_perf.compare import NEWLY_OOM, REGRESSED, Comparison
 from pruned_perf.errors import UserError
-from pruned_perf.results import Results, atomic_path
+from pruned_perf.atomic import atomic_path
+from pruned_perf.results import Results
 from pruned_perf.sizing import format_params
 
 FIGURE_SUFFIXES = (".png", ".svg")

@@ -6,14 +6,13 @@ at `baselines/<fingerprint slug>/<profile>.json`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pruned_perf.atomic import write_json_atomic
 from pruned_perf.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -155,41 +154,6 @@ def _is_number(value) -> bool:
 
 
 # ---------------------------------------------------------------- writing
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
-    """Yield a temporary path next to `path`; on success it replaces `path` in one rename.
-
-    On any error the temporary file is removed and `path` is untouched, so readers never see a
-    half-written file.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    text = json.dumps(obj, indent=2) + "\n"  # serialise first: a bad object never touches the disk
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
 
 
 # ---------------------------------------------------------------- baselines

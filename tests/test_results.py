@@ -5,8 +5,9 @@ import os
 import pytest
 
 from pruned_perf.errors import UserError
+from pruned_perf.atomic import write_json_atomic
 from pruned_perf.results import (
-    baseline_path, list_baselines, load_results, merge_results, resolve_baseline, store_baseline, write_json_atomic,
+    baseline_path, list_baselines, load_results, merge_results, resolve_baseline, store_baseline,
 )
 
 try:
