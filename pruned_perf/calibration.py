@@ -1,7 +1,7 @@
 """Calibration batches without a network: user text, built-in English text, or deterministic token ids."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,6 +25,18 @@ class CalibSpec:
         if self.samples < 1 or self.seq_len < 2:
             raise UserError(f"calibration needs at least 1 sample of 2 tokens, got "
                             f"{self.samples} x {self.seq_len}")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A calibration batch [samples, seq_len] and where it came from (recorded in the plan)."""
+
+    ids: torch.Tensor
+    source: str
+    spec: CalibSpec
+
+    def describe(self) -> dict:
+        return {"source": self.source, **asdict(self.spec)}
 
 
 class ByteTokenizer:
@@ -73,10 +85,18 @@ def token_windows(ids: list[int] | torch.Tensor, spec: CalibSpec) -> torch.Tenso
     return torch.stack([ids[s:s + spec.seq_len] for s in starts.tolist()])
 
 
+def deterministic_ids(shape: tuple[int, ...], vocab_size: int, seed: int) -> torch.Tensor:
+    """Token ids that are the same on every run and device (drawn on the CPU with their own generator),
+    never one of the reserved ids: calibration without a tokenizer, and the perf suite's prompts."""
+    if vocab_size <= SPECIAL_TOKENS:
+        raise UserError(f"vocab_size must be larger than {SPECIAL_TOKENS}, got {vocab_size!r}")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(SPECIAL_TOKENS, vocab_size, shape, generator=generator)
+
+
 def random_tokens(spec: CalibSpec, vocab_size: int) -> torch.Tensor:
     """Deterministic token ids for models without a tokenizer (random-weight presets)."""
-    generator = torch.Generator().manual_seed(spec.seed)
-    return torch.randint(SPECIAL_TOKENS, vocab_size, (spec.samples, spec.seq_len), generator=generator)
+    return deterministic_ids((spec.samples, spec.seq_len), vocab_size, spec.seed)
 
 
 def effective_source(source: str, tokenizer=None, text_file: str | Path | None = None) -> str:

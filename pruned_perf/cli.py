@@ -5,7 +5,6 @@ Exit codes: 0 success, 1 a regression or a failed check, 2 bad input (one messag
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -79,11 +78,10 @@ def cmd_info(args) -> int:
 
 def cmd_prune(args) -> int:
     from pruned_perf import methods
-    from pruned_perf.calibration import effective_source
     from pruned_perf.fingerprint import pick_device
     from pruned_perf.models import build_model, load_tokenizer, parse_dtype
     from pruned_perf.sizing import count_params
-    from pruned_perf.surgery import check_output_dir, prune, save_pruned
+    from pruned_perf.surgery import apply, check_output_dir, save_pruned
 
     # Everything the user typed is checked before a model is built or a file is written.
     config, sizing, options = _sizing(args)
@@ -93,16 +91,13 @@ def cmd_prune(args) -> int:
     criterion = methods.check_criterion(args.method, args.criterion)
     tokenizer = load_tokenizer(args.model)
     spec = methods.calibration_spec(args.method, args.calib_samples, args.calib_len, args.seed)
-    calib = methods.calibrate(args.method, criterion, spec, config.vocab_size, tokenizer, args.calib,
-                              args.calib_file)
+    calibration = methods.calibrate(args.method, criterion, spec, config.vocab_size, tokenizer, args.calib,
+                                    args.calib_file)
 
     print(f"planned: {sizing.describe()}")
     model = build_model(args.model, device, dtype)
-    plan = methods.make_plan(model, args.method, sizing, args.model, criterion, calib, **options)
-    if calib is not None:
-        source = effective_source(args.calib, tokenizer, args.calib_file)
-        plan.settings["calibration"] = {"source": source, **dataclasses.asdict(spec)}
-    prune(model, plan)
+    plan = methods.make_plan(model, args.method, sizing, args.model, criterion, calibration, **options)
+    apply(model, plan)
     save_pruned(model, plan, out, tokenizer=tokenizer, overwrite=args.overwrite)
     print(f"achieved: {count_params(config, plan):,} parameters; saved to {out}")
     return 0

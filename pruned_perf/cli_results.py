@@ -38,21 +38,25 @@ def _baseline_options(p, default: str | None) -> None:
                    help="pyproject.toml with [tool.pruned_perf] thresholds (default ./pyproject.toml if present)")
 
 
-def _add_compare(sub) -> None:
-    p = sub.add_parser("compare", help="compare results with a baseline; exit 1 on a regression",
-                       description="Compare RESULTS.json with a baseline and print the table. "
-                                   "Exit 0: no regression, 1: regression, 2: bad input.")
+def _results_command(sub, name: str, baseline_default: str | None, **parser_kwargs):
+    """A subcommand that reads RESULTS.json and may compare it with a baseline."""
+    p = sub.add_parser(name, **parser_kwargs)
     p.add_argument("results", metavar="RESULTS.json")
-    _baseline_options(p, "auto")
+    _baseline_options(p, baseline_default)
+    return p
+
+
+def _add_compare(sub) -> None:
+    p = _results_command(sub, "compare", "auto", help="compare results with a baseline; exit 1 on a regression",
+                         description="Compare RESULTS.json with a baseline and print the table. "
+                                     "Exit 0: no regression, 1: regression, 2: bad input.")
     p.add_argument("--format", choices=("github", "plain"), default="github")
     p.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON")
     p.set_defaults(func=cmd_compare)
 
 
 def _add_report(sub) -> None:
-    p = sub.add_parser("report", help="results tables (with a baseline: changes and verdicts)")
-    p.add_argument("results", metavar="RESULTS.json")
-    _baseline_options(p, None)
+    p = _results_command(sub, "report", None, help="results tables (with a baseline: changes and verdicts)")
     p.add_argument("--format", choices=("github", "plain"), default="github")
     p.add_argument("--summary", action="store_true", help="fit GitHub's 1 MiB step summary")
     p.add_argument("--out", metavar="FILE", help="write here instead of stdout")
@@ -60,9 +64,7 @@ def _add_report(sub) -> None:
 
 
 def _add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="throughput-latency figure like the reference figure")
-    p.add_argument("results", metavar="RESULTS.json")
-    _baseline_options(p, None)
+    p = _results_command(sub, "plot", None, help="throughput-latency figure like the reference figure")
     p.add_argument("--out", required=True, metavar="FIG.png|FIG.svg")
     p.set_defaults(func=cmd_plot)
 

@@ -12,13 +12,12 @@ from typing import Callable
 
 import torch
 
+from pruned_perf.calibration import deterministic_ids
 from pruned_perf.errors import UserError, choice_error
 from pruned_perf.sizing import layer_shapes
 
 SCHEMA = 1
 BACKENDS = ("eager", "static")
-# LLaMA tokenizers reserve 0..2 for unk/bos/eos; a prompt made of them is not a prompt.
-FIRST_PROMPT_ID = 3
 
 # timed_rounds(fn, rounds, warmup=0) -> wall seconds of each of `rounds` calls of fn
 TimedRounds = Callable[..., list]
@@ -153,12 +152,8 @@ def _iqr(values: list) -> float:
 
 def make_inputs(point: Point, vocab_size: int, device, seed: int = 0) -> dict:
     """M prompts of exactly `input_tokens` ids, the same for every run with the same seed."""
-    if vocab_size <= FIRST_PROMPT_ID:
-        raise UserError(f"vocab_size must be larger than {FIRST_PROMPT_ID}, got {vocab_size!r}")
-    generator = torch.Generator().manual_seed(seed)
     shape = (point.batch_size, point.input_tokens)
-    # drawn on the CPU so the ids do not depend on the device's random number generator
-    input_ids = torch.randint(FIRST_PROMPT_ID, vocab_size, shape, generator=generator).to(device)
+    input_ids = deterministic_ids(shape, vocab_size, seed).to(device)
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
 

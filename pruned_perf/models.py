@@ -13,6 +13,7 @@ import torch
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
 from pruned_perf.errors import UserError, choice_error
+from pruned_perf.surgery import load_pruned
 
 _LLAMA_1 = dict(vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-6)
 
@@ -105,8 +106,6 @@ def build_model(name: str, device: torch.device | str = "cpu", dtype: torch.dtyp
         return build_from_config(model_config(name), device, dtype, seed)
     path = Path(name)
     if (path / "plan.json").is_file():
-        from pruned_perf.surgery import load_pruned  # surgery imports this module
-
         return load_pruned(path, device, dtype)
     config = model_config(name)  # validates the directory and its model type
     model = LlamaForCausalLM.from_pretrained(path, config=config, local_files_only=True, dtype=dtype)

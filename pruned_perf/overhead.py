@@ -12,6 +12,7 @@ import time
 import torch
 
 from pruned_perf.fingerprint import pick_device
+from pruned_perf.models import parse_dtype
 from pruned_perf.measure import (BACKENDS, Point, full_call, make_inputs, model_device, plain_timed_rounds,
                                  synchronize)
 
@@ -87,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
+    return parse_dtype(name)
 
 
 def main(argv=None, build=None) -> int:
@@ -100,7 +101,7 @@ def run(args, build=None) -> int:
     device = pick_device(args.device)
     point = Point(args.model, "dense", args.input_tokens, args.output_tokens, args.batch_size, args.backend)
     if build is None:
-        from pruned_perf.models import build_model as build  # lazily: models pulls in the presets
+        from pruned_perf.models import build_model as build
     model = build(args.model, device, _dtype(args.dtype, device))
     result = check_overhead(model, point, args.rounds)
     ratio = result["ratio"]

@@ -24,6 +24,7 @@ PLAN = "plan.json"
 CONFIG = "config.json"
 
 
+@torch.no_grad()  # a pruned model is for inference; slicing must not record a graph
 def apply(model: LlamaForCausalLM, plan: PrunePlan) -> LlamaForCausalLM:
     """Slice heads and channels, add compensation biases, drop blocks. In place; returns `model`.
 
@@ -137,12 +138,6 @@ def _drop_blocks(model: LlamaForCausalLM, drop: list[int]) -> None:
     if layer_types:
         config.layer_types = [t for i, t in enumerate(layer_types) if i not in dropped]
     config.num_hidden_layers = len(kept)
-
-
-def prune(model: LlamaForCausalLM, plan: PrunePlan) -> LlamaForCausalLM:
-    """Apply a plan with gradients off: a pruned model is for inference."""
-    with torch.no_grad():
-        return apply(model, plan)
 
 
 # --- save / load ---------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ pool keeps at most one model on the device, and the point log saves every point 
 """
 from __future__ import annotations
 
-import gc
 import json
 import os
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 import torch
 
 from pruned_perf.errors import UserError
-from pruned_perf.measure import BACKENDS, Measurement, Point
+from pruned_perf.measure import BACKENDS, Measurement, Point, free_memory
 from pruned_perf.variants import Profile, Variant, load_variant, saved_plan
 
 
@@ -134,9 +133,7 @@ class ModelPool:
 
     def release(self) -> None:
         self.model, self.variant = None, None
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_memory(self.device)
 
 
 class PointLog:

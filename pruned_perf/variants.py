@@ -13,12 +13,11 @@ from pathlib import Path
 import torch
 
 from pruned_perf import methods
-from pruned_perf.calibration import effective_source
 from pruned_perf.errors import UserError, choice_error
 from pruned_perf.models import PRESETS, build_model, is_preset, load_tokenizer, model_config
 from pruned_perf.plan import PLAN_SCHEMA, PrunePlan, load_plan, save_plan
 from pruned_perf.sizing import parse_param_count
-from pruned_perf.surgery import prune
+from pruned_perf.surgery import apply
 
 
 @dataclass(frozen=True)
@@ -135,12 +134,8 @@ def make_plan(variant: Variant, model) -> PrunePlan:
     criterion = methods.check_criterion(variant.method, variant.criterion)
     tokenizer = load_tokenizer(variant.model)
     spec = variant.calib_spec()
-    calib = methods.calibrate(variant.method, criterion, spec, config.vocab_size, tokenizer)
-    plan = methods.make_plan(model, variant.method, sizing, variant.model, criterion, calib)
-    if calib is not None:
-        plan.settings["calibration"] = {"source": effective_source("builtin", tokenizer),
-                                        **dataclasses.asdict(spec)}
-    return plan
+    calibration = methods.calibrate(variant.method, criterion, spec, config.vocab_size, tokenizer)
+    return methods.make_plan(model, variant.method, sizing, variant.model, criterion, calibration)
 
 
 def saved_plan(model: str) -> PrunePlan | None:
@@ -169,4 +164,4 @@ def load_variant(variant: Variant, device: torch.device, dtype: torch.dtype,
         plan = make_plan(variant, model)
         if cached is not None:
             save_plan(plan, cached)
-    return prune(model, plan), plan
+    return apply(model, plan), plan

@@ -15,7 +15,7 @@ from pruned_perf.models import build_from_config, build_model, model_config
 from pruned_perf.modules import HeadlessAttention
 from pruned_perf.plan import PrunePlan, load_plan, save_plan
 from pruned_perf.sizing import count_params, layer_shapes, plan_shapes
-from pruned_perf.surgery import load_pruned, prune, save_pruned
+from pruned_perf.surgery import apply, load_pruned, save_pruned
 
 METHOD_CRITERIA = [("dense", None), ("depth", "ppl"), ("depth", "taylor"), ("depth", "magnitude"),
                    ("llm-pruner", "element"), ("llm-pruner", "vector"), ("llm-pruner", "second"),
@@ -59,7 +59,7 @@ def test_every_method_shrinks_generates_and_counts(tiny, method, criterion):
     preset, model = tiny
     config = copy.deepcopy(model.config)
     plan = plan_for(model, preset, method, criterion)
-    prune(model, plan)
+    apply(model, plan)
     counted = sum(p.numel() for p in model.parameters())
     assert counted == count_params(config, plan)
     if method != "dense":
@@ -73,7 +73,7 @@ def test_every_method_shrinks_generates_and_counts(tiny, method, criterion):
 def test_save_load_gives_identical_logits(tmp_path, tiny, method, criterion):
     preset, model = tiny
     plan = plan_for(model, preset, method, criterion)
-    prune(model, plan)
+    apply(model, plan)
     save_pruned(model, plan, tmp_path / "pruned")
     loaded = load_pruned(tmp_path / "pruned")
     ids = prompt()
@@ -87,7 +87,7 @@ def test_save_load_gives_identical_logits(tmp_path, tiny, method, criterion):
 def test_depth_pruned_directory_loads_with_stock_from_pretrained(tmp_path):
     model = build_model("tiny-llama")
     plan = PrunePlan("depth", "tiny-llama", 12, drop_blocks=[4, 7, 8])
-    prune(model, plan)
+    apply(model, plan)
     save_pruned(model, plan, tmp_path / "d")
     stock = LlamaForCausalLM.from_pretrained(tmp_path / "d")
     ids = prompt()
@@ -109,7 +109,7 @@ def test_keep_everything_leaves_logits_unchanged(tiny):
     plan = PrunePlan("flap", preset, 12, keep_heads={i: heads for i in range(12)},
                      keep_channels={i: channels for i in range(12)}, bias_compensation=True,
                      channel_means=means)
-    prune(model, plan)
+    apply(model, plan)
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, before, rtol=0, atol=1e-5)
 
@@ -117,7 +117,7 @@ def test_keep_everything_leaves_logits_unchanged(tiny):
 def test_depth_pruning_equals_running_the_kept_blocks_by_hand():
     dense = build_model("tiny-llama")
     drop = [4, 6, 9]
-    pruned = prune(copy.deepcopy(dense), PrunePlan("depth", "tiny-llama", 12, drop_blocks=drop))
+    pruned = apply(copy.deepcopy(dense), PrunePlan("depth", "tiny-llama", 12, drop_blocks=drop))
     ids = prompt()
     with torch.no_grad():
         hidden = dense.model.embed_tokens(ids)
@@ -143,7 +143,7 @@ def test_compensation_bias_is_what_the_removed_channels_contributed_on_average()
                      bias_compensation=True,
                      channel_means={"attn.5": attn_mean, "mlp.5": mlp_mean, "attn.6": attn_mean})
     headless_bias = model.model.layers[6].self_attn.o_proj.weight.detach() @ attn_mean
-    prune(model, plan)
+    apply(model, plan)
     removed_q = torch.ones(128, dtype=torch.bool)
     removed_q[[*range(0, 32), *range(64, 96)]] = False
     removed_c = torch.ones(352, dtype=torch.bool)
@@ -193,7 +193,7 @@ def plans(draw):
 @given(case=plans())
 def test_any_valid_plan_applies_generates_and_counts(case):
     config, plan = case
-    model = prune(build_from_config(copy.deepcopy(config), "cpu", torch.float32), plan)
+    model = apply(build_from_config(copy.deepcopy(config), "cpu", torch.float32), plan)
     assert sum(p.numel() for p in model.parameters()) == count_params(config, plan)
     assert layer_shapes(model) == plan_shapes(config, plan)
     assert_cache_consistent(model, prompt(vocab=64, length=5), new_tokens=3)
@@ -203,7 +203,7 @@ def test_any_valid_plan_applies_generates_and_counts(case):
 @given(case=plans())
 def test_any_valid_plan_survives_save_and_load(tmp_path_factory, case):
     config, plan = case
-    model = prune(build_from_config(copy.deepcopy(config), "cpu", torch.float32), plan)
+    model = apply(build_from_config(copy.deepcopy(config), "cpu", torch.float32), plan)
     out = tmp_path_factory.mktemp("saved") / "m"
     save_pruned(model, plan, out)
     loaded = load_pruned(out)
@@ -241,7 +241,7 @@ def test_a_plan_that_does_not_fit_is_refused_and_the_model_is_untouched(plan, me
     model = build_model("tiny-llama")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(UserError) as info:
-        prune(model, plan)
+        apply(model, plan)
     assert message in str(info.value)
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -250,7 +250,7 @@ def test_a_plan_that_does_not_fit_is_refused_and_the_model_is_untouched(plan, me
 def _saved(tmp_path):
     model = build_model("tiny-llama")
     plan = PrunePlan("llm-pruner", "tiny-llama", 12, keep_heads={5: [1, 2]}, keep_channels={5: list(range(100))})
-    return save_pruned(prune(model, plan), plan, tmp_path / "p")
+    return save_pruned(apply(model, plan), plan, tmp_path / "p")
 
 
 def test_missing_or_corrupt_pruned_directory_is_a_clear_error(tmp_path):

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
-from pruned_perf.calibration import CalibSpec, calibration_batch
+from pruned_perf.calibration import (
+    Calibration,
+    CalibSpec,
+    calibration_batch,
+    effective_source,
+)
 from pruned_perf.errors import UserError, choice_error
 from pruned_perf.methods import dense, depth, flap, llm_pruner
 from pruned_perf.plan import PrunePlan
@@ -63,22 +66,26 @@ def check_criterion(name: str, criterion: str | None) -> str:
 
 
 def calibrate(name: str, criterion: str, spec: CalibSpec | None, vocab_size: int, tokenizer=None,
-              source: str = "builtin", text_file=None) -> torch.Tensor | None:
-    """The calibration batch the method needs, or None when it needs none (no model required)."""
+              source: str = "builtin", text_file=None) -> Calibration | None:
+    """The calibration the method needs, or None when it needs none (no model required)."""
     if not needs_calibration(name, criterion):
         return None
-    return calibration_batch(spec, vocab_size, tokenizer, source, text_file)
+    ids = calibration_batch(spec, vocab_size, tokenizer, source, text_file)
+    return Calibration(ids, effective_source(source, tokenizer, text_file), spec)
 
 
 def make_plan(model, name: str, sizing: Sizing, source: str, criterion: str | None = None,
-              calib: torch.Tensor | None = None, **options) -> PrunePlan:
-    """Run method `name` on `model` (unchanged) and return its plan, tagged with the source model."""
+              calibration: Calibration | None = None, **options) -> PrunePlan:
+    """Run method `name` on `model` (unchanged) and return its plan, tagged with its provenance."""
     method = get_method(name)
     criterion = check_criterion(name, criterion)
-    if needs_calibration(name, criterion) and calib is None:
+    if needs_calibration(name, criterion) and calibration is None:
         raise UserError(f"{name} ({criterion}) needs calibration data")
-    plan = method.plan(model, calib, sizing, criterion, **method_options(name, options))
+    ids = calibration.ids if calibration is not None else None
+    plan = method.plan(model, ids, sizing, criterion, **method_options(name, options))
     plan.source = source
     plan.settings["expected_params"] = sizing.params
+    if calibration is not None:
+        plan.settings["calibration"] = calibration.describe()
     return plan
 
