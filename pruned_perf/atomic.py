@@ -23,11 +23,32 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        new_file_mode(tmp)  # after writing: mkstemp, and safetensors' own writer, leave 0600
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (os.umask can only read it by setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: str | os.PathLike) -> None:
+    """Give `path` the mode a file created with open() gets (0644 under umask 022)."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def temp_dir_beside(target: Path) -> Path:
+    """An empty directory next to `target`, to be renamed onto it, with a new directory's mode
+    (mkdtemp makes 0700, which would leave a saved model unreadable to everyone else)."""
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return tmp
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:

@@ -99,6 +99,20 @@ def random_tokens(spec: CalibSpec, vocab_size: int) -> torch.Tensor:
     return deterministic_ids((spec.samples, spec.seq_len), vocab_size, spec.seed)
 
 
+def choose_source(source: str | None, tokenizer=None, model: str | None = None) -> str:
+    """The source a user asked for, or by default the built-in text where `model` has a tokenizer and token
+    ids where it has none. Asking for text the model cannot tokenize is an error, not a quiet fallback."""
+    if source is None:
+        return "builtin" if tokenizer is not None else "tokens"
+    if source not in SOURCES:
+        raise choice_error("calibration source", source, SOURCES)
+    if source == "builtin" and tokenizer is None:
+        who = f"model {model!r}" if model else "this model"
+        raise UserError(f"calibration source 'builtin' is text and needs a tokenizer; {who} has none, so the "
+                        f"calibration sources that work for it are: tokens")
+    return source
+
+
 def effective_source(source: str, tokenizer=None, text_file: str | Path | None = None) -> str:
     """What a batch is really drawn from: a file, the built-in text, or token ids (no tokenizer)."""
     if source not in SOURCES:

@@ -38,12 +38,33 @@ def _add_sizing_args(parser: argparse.ArgumentParser) -> None:
                         help="flap: no bias compensation")
 
 
+def _option_methods() -> dict[str, set[str]]:
+    """Each method-specific option and the methods that take it."""
+    from pruned_perf.methods import METHOD_OPTIONS
+
+    table = dict.fromkeys(("--ratio", "--target-params"), set(METHOD_CHOICES) - {"dense"})
+    for key, flag in (("plus_rule", "--no-plus-rule"), ("layers", "--layers"), ("bias", "--no-bias")):
+        table[flag] = {name for name, options in METHOD_OPTIONS.items() if key in options}
+    return table
+
+
+def _check_options(args) -> None:
+    """An option the method does not take is an error: ignoring it would prune differently than asked."""
+    given = {"--ratio": args.ratio, "--target-params": args.target_params, "--no-plus-rule": args.plus_rule,
+             "--layers": args.layers, "--no-bias": args.bias}
+    for flag, takers in _option_methods().items():
+        if given[flag] is not None and args.method not in takers:
+            raise UserError(f"{flag} does not apply to method {args.method}; "
+                            f"methods that take it: {', '.join(sorted(takers))}")
+
+
 def _sizing(args):
     from pruned_perf import methods
     from pruned_perf.models import model_config
     from pruned_perf.sizing import parse_param_count
 
     methods.get_method(args.method)  # name the bad method before touching the model
+    _check_options(args)
     if (Path(args.model) / "plan.json").is_file():
         raise UserError(f"{args.model} is already pruned; prune the model it came from instead")
     config = model_config(args.model)
@@ -54,14 +75,15 @@ def _sizing(args):
 
 def cmd_size(args) -> int:
     config, sizing, _ = _sizing(args)
-    print(sizing.describe())
+    print(sizing.describe(config))
     if not sizing.exact:
         print("(the achieved count depends on the structure the method finds; `prune` reports it)")
     return 0
 
 
 def cmd_info(args) -> int:
-    from pruned_perf.info import describe
+    from pruned_perf.info import describe, layer_runs
+    from pruned_perf.sizing import layer_span
 
     info = describe(args.model)
     if args.json:
@@ -71,15 +93,16 @@ def cmd_info(args) -> int:
           f"hidden {info['hidden_size']}, vocabulary {info['vocab_size']}")
     if info.get("method"):
         print(f"pruned by {info['method']} from {info['source']}")
-    for i, shape in enumerate(info["per_layer"]):
-        print(f"  layer {i:3d}: {shape['heads']:3d} heads ({shape['kv_heads']} kv), MLP {shape['mlp']}")
+    for first, last, shape in layer_runs(info["per_layer"]):
+        print(f"  {layer_span(first, last)}: {shape['heads']} heads ({shape['kv_heads']} kv), MLP {shape['mlp']}")
     return 0
 
 
 def cmd_prune(args) -> int:
     from pruned_perf import methods
+    from pruned_perf.calibration import choose_source
     from pruned_perf.fingerprint import pick_device
-    from pruned_perf.models import build_model, load_tokenizer, parse_dtype
+    from pruned_perf.models import build_model, is_preset, load_tokenizer, parse_dtype
     from pruned_perf.sizing import count_params
     from pruned_perf.surgery import apply, check_output_dir, save_pruned
 
@@ -87,19 +110,28 @@ def cmd_prune(args) -> int:
     config, sizing, options = _sizing(args)
     device, dtype = pick_device(args.device), parse_dtype(args.dtype)
     out = Path(args.out)
-    check_output_dir(out, args.overwrite)
+    check_output_dir(out, args.overwrite, source=None if is_preset(args.model) else Path(args.model))
     criterion = methods.check_criterion(args.method, args.criterion)
     tokenizer = load_tokenizer(args.model)
+    source = choose_source(args.calib, tokenizer, args.model)
     spec = methods.calibration_spec(args.method, args.calib_samples, args.calib_len, args.seed)
-    calibration = methods.calibrate(args.method, criterion, spec, config.vocab_size, tokenizer, args.calib,
+    calibration = methods.calibrate(args.method, criterion, spec, config.vocab_size, tokenizer, source,
                                     args.calib_file)
 
-    print(f"planned: {sizing.describe()}")
+    print(f"planned: {sizing.describe(config)}")
     model = build_model(args.model, device, dtype)
     plan = methods.make_plan(model, args.method, sizing, args.model, criterion, calibration, **options)
     apply(model, plan)
     save_pruned(model, plan, out, tokenizer=tokenizer, overwrite=args.overwrite)
     print(f"achieved: {count_params(config, plan):,} parameters; saved to {out}")
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from pruned_perf.models import PRETRAINED
+
+    path = PRETRAINED[args.model](verify=True)
+    print(f"{args.model}: {path}")
     return 0
 
 
@@ -122,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "flap: AL-AM|UL-UM (default: the first)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32", help="float16, bfloat16 or float32")
-    p.add_argument("--calib", default="builtin", help="builtin (text that ships with Python; needs a "
-                   "tokenizer) or tokens (deterministic token ids)")
+    p.add_argument("--calib", help="builtin (text that ships with Python; needs a tokenizer) or tokens "
+                   "(deterministic token ids); default: builtin where the model has a tokenizer, else tokens")
     p.add_argument("--calib-file", help="UTF-8 text to calibrate on instead")
     p.add_argument("--calib-samples", type=int, help="default: the method's reference value")
     p.add_argument("--calib-len", type=int, help="tokens per sample; default: the method's reference value")
@@ -131,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("fetch", help="download and convert a pretrained model into the cache (done on first "
+                       "use anyway; this does it now and checks every file)")
+    p.add_argument("model", choices=("smollm2-135m",))
+    p.set_defaults(func=cmd_fetch)
 
     from pruned_perf import overhead
 

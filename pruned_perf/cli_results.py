@@ -6,6 +6,8 @@ Exit codes of `compare`: 0 no regression, 1 regression, 2 bad input.
 """
 from __future__ import annotations
 
+import sys
+
 from tabulate import tabulate
 
 from pruned_perf import results as res
@@ -76,7 +78,8 @@ def _add_baseline(sub) -> None:
     up.add_argument("results", metavar="RESULTS.json")
     up.add_argument("--baselines-dir", default="baselines", metavar="DIR")
     up.add_argument("--force", action="store_true",
-                    help="replace a baseline even if it is unreadable or for other hardware or schema")
+                    help="store even a run with failed points or widely spread rounds, and replace a baseline "
+                         "that is unreadable or of other hardware or schema (its history starts anew)")
     up.set_defaults(func=cmd_baseline_update)
     show = bsub.add_parser("show", help="list stored baselines")
     show.add_argument("--baselines-dir", default="baselines", metavar="DIR")
@@ -133,6 +136,10 @@ def cmd_plot(args) -> int:
 
     figure_format(args.out)  # before loading anything: a typo should not cost a comparison
     current = res.load_results(args.results)
+    if args.baseline == "auto" and not res.baseline_path(args.baselines_dir, current.slug, current.profile).is_file():
+        print(f"warning: no baseline for {current.slug} profile {current.profile} under {args.baselines_dir}; "
+              "plotting without one", file=sys.stderr)
+        args.baseline = None
     baseline, comparison = _compare_with_baseline(args, current)
     plot(current, args.out, baseline=baseline, comparison=comparison)
     print(f"wrote {args.out}")
@@ -140,8 +147,8 @@ def cmd_plot(args) -> int:
 
 
 def cmd_baseline_update(args) -> int:
-    path = res.store_baseline(args.results, args.baselines_dir, force=args.force)
-    print(f"stored {args.results} as baseline {path}")
+    path, runs = res.store_baseline(args.results, args.baselines_dir, force=args.force)
+    print(f"stored {args.results} as baseline {path} ({runs} run(s) in its history)")
     return EXIT_OK
 
 

@@ -1,68 +1,57 @@
-"""Direction-aware, significance-gated verdicts of current results against a baseline.
+"""Verdicts of current results against a baseline and its history of runs. Torch-free.
 
-Per point and metric the verdict is one of `improved | unchanged | regressed | inconclusive`:
+Per point and metric the verdict is one of `improved | unchanged | regressed | noisy | inconclusive`,
+decided in three steps (the rule, and the false-alarm rates measured with it, are in the README):
 
-- `unchanged`: the relative change of the medians is within the metric's threshold.
-- `regressed` / `improved`: the change is beyond the threshold in the bad / good direction AND a
-  one-sided Mann-Whitney U test of the raw rounds says so with p < alpha.
-- `inconclusive`: beyond the threshold but not significant, or too few rounds on either side
-  (< min_rounds), or the sample sizes cannot reach p < alpha at all (1 / C(n1+n2, n1) >= alpha).
-  Never a silent pass: a report shows these.
+1. Within the run: the relative change of the medians beyond the metric's threshold AND an exact
+   one-sided Mann-Whitney U test of the raw rounds against the baseline run's rounds with p < alpha.
+   Within the threshold: `unchanged`; beyond it but not significant, or too few rounds (< min_rounds)
+   to ever be: `inconclusive`.
+2. Between runs: the whole machine is faster or slower from one run to the next, while rounds within
+   a run stay tight, so a significant change must also lie beyond the median of every stored run of
+   the baseline (its history, up to 10 runs) by more than the threshold. With fewer than MIN_HISTORY
+   stored runs the spread between runs is unknown: an absolute time must then move by more than
+   `drift_allowance`, measured in A/A runs; a ratio measured within one run (speedup over dense) and
+   memory need only the threshold. Else `noisy`.
+3. Steadiness: a time that got worse while the steadiness probe of its point says the machine was
+   markedly slower (probe median more than `probe_tolerance` above the baseline's) or noisier (probe
+   rounds spread over more than twice that, and twice the baseline's spread) is `noisy`, not
+   `regressed`; likewise an improvement on a markedly faster machine. For the speedup over dense the
+   machine's state during the point is taken against its state during the dense point (a dense point
+   measured while the machine was busy inflates every speedup of its shape). Memory does not depend
+   on the machine's speed.
 
-Samples per metric, built from the raw rounds of a point:
+Samples per metric come from the raw rounds (pruned_perf.metrics); peak memory is one deterministic
+number per point: threshold only, no test. A point also gets `new` (no baseline), `missing` (only in
+the baseline), `newly-oom` (a regression) and `no-longer-oom` (an improvement). Its status is the
+worst of its metric verdicts: regressed > inconclusive > noisy > improved > unchanged.
 
-- `latency_s`: `rounds_s`.
-- `tokens_per_s`: `batch_size * output_tokens / r` for each round r (higher is better).
-- `ttft_s`: `ttft_rounds_s`.
-- `tpot_s`: `(r - median(ttft_rounds_s)) / (output_tokens - 1)` for each round r. The one-token
-  calls are separate rounds, so there is no true pairing; subtracting their median keeps the spread of
-  the full rounds and matches how `tpot_s` itself is defined.
-- `peak_mem_bytes`: one deterministic number per point: threshold only, no test (p_value None);
-  null on devices that cannot say, and then the metric is skipped.
-
-A point also gets `new` (no baseline), `missing` (only in the baseline), `newly-oom` (a regression)
-and `no-longer-oom` (an improvement). Its status is the worst of its metric verdicts, ordered
-regressed > inconclusive > improved > unchanged.
-
-Defaults (pruned_perf.config): alpha = 0.008, min_rounds = 5. With 5 rounds a side the exact test's
-one-sided p-values are 1/252, 2/252, 4/252, ...: complete separation or one swapped pair is
-significant. Simulated with 5 rounds a side (100 000 trials each; tests/test_compare.py checks the
-same properties): identical distributions at 5-10% CV give a false `regressed` per metric in
-0.57-0.80% of runs (bounded by alpha: the test is exact) and per point, which has two independently
-measured samples (full calls and one-token calls), in 1.2-1.6%; a 20% slowdown of the full calls at
-5% CV is caught in 97% of runs, and in 99.9% when the one-token calls slow down too. alpha = 0.005
-would halve the false alarms but catch only 91% of that slowdown: five rounds cannot do both better.
+Step 1 alone, simulated with 5 rounds a side (tests/test_compare.py checks the same properties):
+identical distributions at 5-10% CV give a false `regressed` per metric in under 1% of runs (the
+exact test is valid at alpha = 0.008); a 20% slowdown at 5% CV is caught in about 97% of runs. Steps 2
+and 3 only ever turn `regressed` / `improved` into `noisy`, so they lower both rates.
 """
 from __future__ import annotations
 
-import bisect
-import functools
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from pruned_perf.config import Config
+from pruned_perf.config import Config, Settings
 from pruned_perf.errors import UserError
-from pruned_perf.results import Results
+from pruned_perf.metrics import BY_NAME, LOWER_IS_BETTER, METRICS, Metric, is_number
+from pruned_perf.results import Results, point_summary
+from pruned_perf.stats import mann_whitney_p, min_p_value
 
-LOWER_IS_BETTER = "lower"
-HIGHER_IS_BETTER = "higher"
-METRICS = {
-    "latency_s": LOWER_IS_BETTER,
-    "tokens_per_s": HIGHER_IS_BETTER,
-    "ttft_s": LOWER_IS_BETTER,
-    "tpot_s": LOWER_IS_BETTER,
-    "peak_mem_bytes": LOWER_IS_BETTER,
-}
 SOFTWARE_KEYS = ("torch", "transformers", "driver", "cuda")
-# Above this many rank-sum permutations the normal approximation is used (it is good there).
-EXACT_MAX_PERMUTATIONS = 200_000
+# Fewer stored runs than this and the envelope of their medians says little about the spread between runs.
+MIN_HISTORY = 3
 
-IMPROVED, UNCHANGED, REGRESSED, INCONCLUSIVE = "improved", "unchanged", "regressed", "inconclusive"
+IMPROVED, UNCHANGED, REGRESSED, INCONCLUSIVE, NOISY = "improved", "unchanged", "regressed", "inconclusive", "noisy"
 NEW, MISSING, NEWLY_OOM, NO_LONGER_OOM = "new", "missing", "newly-oom", "no-longer-oom"
 REGRESSION_STATUSES = (REGRESSED, NEWLY_OOM)
 # Worst first: the status of a point is the first of these that any of its metrics has.
-_SEVERITY = (REGRESSED, INCONCLUSIVE, IMPROVED, UNCHANGED)
+_SEVERITY = (REGRESSED, INCONCLUSIVE, NOISY, IMPROVED, UNCHANGED)
 # Fields that place a point in a table or a figure; kept in every verdict so that a missing point
 # (present only in the baseline) can still be shown.
 _INFO_KEYS = ("model", "method", "params", "batch_size", "input_tokens", "output_tokens", "backend", "oom")
@@ -103,6 +92,9 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     baseline_path: str = ""
     baseline_fingerprint: dict = field(default_factory=dict)
+    history_runs: int = 1
+    # median over points of (current probe / baseline probe): how much slower the machine was
+    machine_factor: float | None = None
 
     @property
     def has_regression(self) -> bool:
@@ -123,124 +115,17 @@ class Comparison:
         return d
 
 
-# ---------------------------------------------------------------- Mann-Whitney U
-
-
-def _mid_ranks_x2(values: list[float]) -> list[int]:
-    """Ranks (1-based, ties get their mean) times two, so that mid-ranks stay integers."""
-    n = len(values)
-    order = sorted(range(n), key=values.__getitem__)
-    ranks = [0] * n
-    i = 0
-    while i < n:
-        j = i + 1
-        while j < n and values[order[j]] == values[order[i]]:
-            j += 1
-        for k in range(i, j):  # positions i+1 .. j share the mean rank (i+1+j)/2
-            ranks[order[k]] = i + 1 + j
-        i = j
-    return ranks
-
-
-@functools.lru_cache(maxsize=256)
-def _rank_sum_null(ranks_x2: tuple[int, ...], k: int) -> tuple[list[int], list[int], int]:
-    """Exact permutation null distribution of the rank sum of k values drawn from `ranks_x2`.
-
-    Returns (sums ascending, how many k-subsets have each sum, total). Dynamic programming over the
-    pooled ranks, so ties (mid-ranks) are handled exactly; cached because without ties every
-    comparison of the same sample sizes has the same distribution.
-    """
-    by_size: list[dict[int, int]] = [{0: 1}] + [{} for _ in range(k)]
-    for r in ranks_x2:
-        for size in range(k, 0, -1):
-            row = by_size[size]
-            for s, n in by_size[size - 1].items():
-                row[s + r] = row.get(s + r, 0) + n
-    sums = sorted(by_size[k])
-    counts = [by_size[k][s] for s in sums]
-    return sums, counts, sum(counts)
-
-
-def min_p_value(n_baseline: int, n_current: int) -> float:
-    """Smallest one-sided p the exact test can give for these sizes (complete separation, no ties)."""
-    return 1.0 / math.comb(n_baseline + n_current, n_current)
-
-
-def mann_whitney_p(baseline: list[float], current: list[float], alternative: str) -> float:
-    """One-sided Mann-Whitney U p-value that `current` is stochastically `greater` / `less`.
-
-    Exact (permutation distribution of the rank sum with mid-ranks) when C(n1+n2, n1) is at most
-    EXACT_MAX_PERMUTATIONS, else the normal approximation with tie and continuity correction.
-    """
-    if alternative not in ("greater", "less"):
-        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
-    n1, n2 = len(baseline), len(current)
-    if n1 == 0 or n2 == 0:
-        raise ValueError("both samples need at least one value")
-    ranks = _mid_ranks_x2(list(baseline) + list(current))
-    w_x2 = sum(ranks[n1:])
-    if math.comb(n1 + n2, n2) <= EXACT_MAX_PERMUTATIONS:
-        return _exact_p(ranks, n2, w_x2, alternative)
-    return _normal_p(ranks, n1, n2, w_x2, alternative)
-
-
-def _exact_p(ranks_x2: list[int], k: int, w_x2: int, alternative: str) -> float:
-    sums, counts, total = _rank_sum_null(tuple(sorted(ranks_x2)), k)
-    if alternative == "greater":
-        tail = sum(counts[bisect.bisect_left(sums, w_x2):])
-    else:
-        tail = sum(counts[:bisect.bisect_right(sums, w_x2)])
-    return tail / total
-
-
-def _normal_p(ranks_x2: list[int], n1: int, n2: int, w_x2: int, alternative: str) -> float:
-    n = n1 + n2
-    mean = n2 * (n + 1) / 2
-    ties = _tie_sizes(ranks_x2)
-    var = n1 * n2 / 12 * ((n + 1) - sum(t**3 - t for t in ties) / (n * (n - 1)))
-    if var <= 0:
-        return 1.0  # every value equal: no evidence either way
-    w = w_x2 / 2
-    if alternative == "greater":
-        z = (w - mean - 0.5) / math.sqrt(var)
-    else:
-        z = (mean - w - 0.5) / math.sqrt(var)
-    return 0.5 * math.erfc(z / math.sqrt(2))
-
-
-def _tie_sizes(ranks_x2: list[int]) -> list[int]:
-    sizes: dict[int, int] = {}
-    for r in ranks_x2:
-        sizes[r] = sizes.get(r, 0) + 1
-    return [t for t in sizes.values() if t > 1]
-
-
 # ---------------------------------------------------------------- samples per metric
 
 
 def metric_samples(point: dict) -> dict[str, list[float]]:
-    """The samples of each metric a point can be tested on; metrics without data are left out."""
-    rounds = _numbers(point.get("rounds_s"))
-    ttft_rounds = _numbers(point.get("ttft_rounds_s"))
-    out_tokens = point.get("output_tokens") or 0
-    tokens = (point.get("batch_size") or 0) * out_tokens
-    samples: dict[str, list[float]] = {}
-    if rounds:
-        samples["latency_s"] = rounds
-        if tokens > 0 and all(r > 0 for r in rounds):
-            samples["tokens_per_s"] = [tokens / r for r in rounds]
-    if ttft_rounds:
-        samples["ttft_s"] = ttft_rounds
-    if rounds and ttft_rounds and out_tokens > 1:
-        ttft = statistics.median(ttft_rounds)
-        samples["tpot_s"] = [(r - ttft) / (out_tokens - 1) for r in rounds]
+    """The samples of each tested metric of a point; metrics without data are left out."""
+    samples = {}
+    for metric in METRICS:
+        values = metric.samples(point) if metric.samples is not None else []
+        if values:
+            samples[metric.name] = values
     return samples
-
-
-def _numbers(values) -> list[float]:
-    if not isinstance(values, list):
-        return []
-    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 def relative_change(baseline: float, current: float) -> float:
@@ -250,10 +135,10 @@ def relative_change(baseline: float, current: float) -> float:
 
 
 def _is_bad(metric: str, change: float) -> bool:
-    return change > 0 if METRICS[metric] == LOWER_IS_BETTER else change < 0
+    return change > 0 if BY_NAME[metric].better == LOWER_IS_BETTER else change < 0
 
 
-# ---------------------------------------------------------------- verdicts
+# ---------------------------------------------------------------- step 1: within the run
 
 
 def sample_verdict(metric: str, baseline: list[float], current: list[float], threshold: float,
@@ -295,7 +180,67 @@ def memory_verdict(baseline: float, current: float, threshold: float) -> MetricV
     return verdict
 
 
-def compare_point(pid: str, baseline: dict, current: dict, config: Config) -> PointVerdict:
+# ---------------------------------------------------------------- step 2: between runs
+
+
+def between_runs_reason(metric: Metric, verdict: MetricVerdict, history: list[float],
+                        settings: Settings) -> str:
+    """Why a significant change is still within the spread between runs ("" when it is beyond it).
+
+    The current median must be worse (or better) than every stored run's median by more than the
+    threshold; with fewer than MIN_HISTORY stored runs, by more than the drift allowance too, for
+    absolute times. Compared on the log scale, so that latency +40% and throughput /1.4 are alike.
+    """
+    values = [v for v in history if v is not None and v > 0] or [verdict.baseline_median]
+    allowance = verdict.threshold
+    if len(values) < MIN_HISTORY and metric.drifts:
+        allowance = max(allowance, settings.drift_allowance)
+    worse = (verdict.verdict == REGRESSED) == (metric.better == LOWER_IS_BETTER)  # the value went up
+    edge = max(values) if worse else min(values)
+    beyond = abs(math.log(verdict.current_median / edge)) if (verdict.current_median > edge) == worse else 0.0
+    if beyond > math.log1p(allowance):
+        return ""
+    spread = max(values) / min(values) - 1
+    known = (f"{len(values)} stored runs, spread {spread:.0%}" if len(values) >= MIN_HISTORY else
+             f"{len(values)} stored run(s): spread between runs unknown, allowing {allowance:.0%}")
+    return f"{verdict.verdict} within the run, but not beyond every stored run by {allowance:.0%} ({known})"
+
+
+# ---------------------------------------------------------------- step 3: steadiness
+
+
+def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: dict, current: dict,
+                   settings: Settings) -> str:
+    """Why the machine, not the code, explains a change ("" when it does not)."""
+    base_state, cur_state = metric.machine(baseline), metric.machine(current)
+    if base_state is None or cur_state is None:
+        return ""
+    factor = cur_state / base_state  # > 1: the machine made this metric look worse than in the baseline's run
+    tolerance = settings.probe_tolerance
+    what = "during this point than during its dense point" if metric.name == "speedup_vs_dense" else "than"
+    if verdict.verdict == REGRESSED and factor > 1 + tolerance:
+        return f"the machine was {factor:.2f}x slower {what} in the baseline's run (steadiness probe)"
+    if verdict.verdict == IMPROVED and factor < 1 / (1 + tolerance):
+        return f"the machine was {1 / factor:.2f}x faster {what} in the baseline's run (steadiness probe)"
+    base_spread, cur_spread = _probe_spread(baseline), _probe_spread(current)
+    if cur_spread > 2 * tolerance and cur_spread > 2 * base_spread:
+        return (f"the machine was noisy: steadiness probe rounds spread {cur_spread:.0%} "
+                f"(baseline's run {base_spread:.0%})")
+    return ""
+
+
+def _probe_spread(point: dict) -> float:
+    rounds = [r for r in point.get("probe_rounds_s") or [] if is_number(r) and r > 0]
+    return max(rounds) / min(rounds) - 1 if len(rounds) > 1 else 0.0
+
+
+# ---------------------------------------------------------------- a point
+
+
+def compare_point(pid: str, baseline: dict, current: dict, config: Config,
+                  history: list[dict] | None = None) -> PointVerdict:
+    """Verdict of one point; `history` holds this point's metric medians in each stored run (default:
+    the baseline's own)."""
     settings = config.settings_for(pid)
     info = {k: current.get(k) for k in _INFO_KEYS}
     if current.get("oom") and baseline.get("oom"):
@@ -304,22 +249,37 @@ def compare_point(pid: str, baseline: dict, current: dict, config: Config) -> Po
         return PointVerdict(pid, NEWLY_OOM, [], info)
     if baseline.get("oom"):
         return PointVerdict(pid, NO_LONGER_OOM, [], info)
-    metrics = []
-    base_samples, cur_samples = metric_samples(baseline), metric_samples(current)
-    for metric in METRICS:
-        if metric in base_samples and metric in cur_samples:
-            metrics.append(sample_verdict(metric, base_samples[metric], cur_samples[metric],
-                                          settings.thresholds[metric], settings.alpha, settings.min_rounds))
-        elif metric in base_samples or metric in cur_samples:
-            metrics.append(_one_sided(metric, "current" if metric in base_samples else "baseline"))
-    base_mem, cur_mem = _number(baseline.get("peak_mem_bytes")), _number(current.get("peak_mem_bytes"))
-    if base_mem is not None and cur_mem is not None:
-        metrics.append(memory_verdict(base_mem, cur_mem, settings.thresholds["peak_mem_bytes"]))
-    elif base_mem is not None or cur_mem is not None:
-        metrics.append(_one_sided("peak_mem_bytes", "current" if base_mem is not None else "baseline"))
+    history = history if history else [point_summary(baseline)]
+    metrics = [v for metric in METRICS
+               if (v := _metric_verdict(metric, baseline, current, history, settings)) is not None]
     # A point with nothing to compare has not passed: it is inconclusive, not unchanged.
     status = next((s for s in _SEVERITY if any(m.verdict == s for m in metrics)), INCONCLUSIVE)
     return PointVerdict(pid, status, metrics, info)
+
+
+def _metric_verdict(metric: Metric, baseline: dict, current: dict, history: list[dict],
+                    settings: Settings) -> MetricVerdict | None:
+    threshold = settings.thresholds[metric.name]
+    if metric.samples is None:
+        base, cur = metric.value(baseline), metric.value(current)
+        if base is None and cur is None:
+            return None
+        verdict = memory_verdict(base, cur, threshold) if None not in (base, cur) else \
+            _one_sided(metric.name, "current" if base is not None else "baseline")
+    else:
+        base, cur = metric.samples(baseline), metric.samples(current)
+        if not base and not cur:
+            return None
+        if not (base and cur):
+            return _one_sided(metric.name, "current" if base else "baseline")
+        verdict = sample_verdict(metric.name, base, cur, threshold, settings.alpha, settings.min_rounds)
+    if verdict.verdict in (REGRESSED, IMPROVED):
+        reason = between_runs_reason(metric, verdict, [run.get(metric.name) for run in history], settings)
+        if not reason and metric.machine is not None:
+            reason = machine_reason(metric, verdict, baseline, current, settings)
+        if reason:
+            verdict.verdict, verdict.reason = NOISY, reason
+    return verdict
 
 
 def _one_sided(metric: str, lacking: str) -> MetricVerdict:
@@ -327,25 +287,36 @@ def _one_sided(metric: str, lacking: str) -> MetricVerdict:
     return MetricVerdict(metric, None, None, None, None, INCONCLUSIVE, reason=f"no {metric} data in the {lacking}")
 
 
-def _number(value) -> float | None:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def compare(current: Results, baseline: Results, config: Config | None = None,
             allow_mismatch: bool = False) -> Comparison:
-    """Compare every point of `current` with the same id in `baseline`."""
+    """Compare every point of `current` with the same id in `baseline`, against its run history."""
     config = config or Config()
     warnings = fingerprint_warnings(current, baseline, allow_mismatch)
+    shared = [pid for pid in current.points if pid in baseline.points]
+    if not shared:
+        raise UserError(f"nothing to compare: none of the {len(current.points)} points of {current.path} is "
+                        f"in the baseline {baseline.path} ({len(baseline.points)} points); "
+                        f"was it measured with another profile or other --pp-* options?")
+    runs = baseline.runs
     points = []
     for pid, point in current.points.items():
         if pid in baseline.points:
-            points.append(compare_point(pid, baseline.points[pid], point, config))
+            history = [run["points"][pid] for run in runs if pid in run["points"]]
+            points.append(compare_point(pid, baseline.points[pid], point, config, history))
         else:
             points.append(PointVerdict(pid, NEW, [], {k: point.get(k) for k in _INFO_KEYS}))
     for pid, point in baseline.points.items():
         if pid not in current.points:
             points.append(PointVerdict(pid, MISSING, [], {k: point.get(k) for k in _INFO_KEYS}))
-    return Comparison(points, warnings, baseline.path, dict(baseline.fingerprint))
+    return Comparison(points, warnings, baseline.path, dict(baseline.fingerprint), len(runs),
+                      _machine_factor(current, baseline, shared))
+
+
+def _machine_factor(current: Results, baseline: Results, shared: list[str]) -> float | None:
+    ratios = [current.points[pid]["probe_s"] / baseline.points[pid]["probe_s"] for pid in shared
+              if is_number(current.points[pid].get("probe_s")) and is_number(baseline.points[pid].get("probe_s"))
+              and baseline.points[pid]["probe_s"] > 0]
+    return statistics.median(ratios) if ratios else None
 
 
 def fingerprint_warnings(current: Results, baseline: Results, allow_mismatch: bool) -> list[str]:

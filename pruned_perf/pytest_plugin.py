@@ -6,12 +6,16 @@ pytest-benchmark and the measuring core.
 - `pp_session.measure(point, benchmark)` times the rounds through `benchmark.pedantic`, stores the
   measurement in `benchmark.extra_info` and appends it to the JSON-lines log;
 - points that ran out of memory are added to the JSON (pytest-benchmark drops benchmarks that raised);
-- `machine_info` gains the hardware fingerprint; `--pp-compare` ends the session with a comparison.
+- every measured point gets its speedup over the dense point of the same shape in the run, and
+  `machine_info` the hardware fingerprint, a unique run id and the tests that failed (a baseline is
+  never taken from a run with failures);
+- the session ends with the report table in the terminal and, with `--pp-compare`, a comparison.
 """
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -63,32 +67,81 @@ class PerfSession:
         self.sweep = _make_sweep(config)
         self.pool = ModelPool(self.sweep.device, self.sweep.dtype, _option(config, "cache-dir") or ".pp-cache")
         self.guard = OomGuard()
-        self.log = PointLog(_log_path(config), run=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        # unique even for runs started in the same second (their logs may be one file)
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self.log = PointLog(_log_path(config), run=self.run_id)
+        self.measured: list = []
         self.oom_points: dict[str, object] = {}
+        self.failed: list[str] = []
         self.results_json: dict | None = None
         self.comparison_text: str | None = None
 
     def measure(self, point, benchmark):
+        from dataclasses import replace
+
         from pruned_perf.measure import measure
 
         measurement = self.guard.skip(point)
         if measurement is None:
-            model = self.pool.get(self.sweep.variant_for(point))
+            variant = self.sweep.variant_for(point)
+            model = self.pool.get(variant)
             measurement = measure(model, point, rounds=self.sweep.rounds, warmup=self.sweep.warmup,
                                   timed_rounds=_pedantic(benchmark))
+            # after the timed rounds: perplexity is scored once per variant, not per point
+            measurement = replace(measurement, **self.pool.fields(variant))
             self.guard.record(point, measurement)
         self.log.append(measurement, benchmark.fullname)
+        self.measured.append(measurement)
+        self._say(live_line(measurement, self.measured))
         if measurement.oom:
             self.oom_points[benchmark.fullname] = measurement
         else:
             benchmark.extra_info.update(measurement.to_dict())
         return measurement
 
+    def _say(self, line: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None:
+            return
+        with capture.global_and_fixture_disabled():  # the line is for the terminal, not the test's output
+            reporter.write_line(line)
+
+    def results(self):
+        """What this session measured, as results (for the closing table; the JSON has the same)."""
+        from pruned_perf.results import Results, add_speedups
+
+        meta = self.meta()
+        points = {m.id: m.to_dict() for m in self.measured}
+        add_speedups(points.values())
+        return Results(meta["fingerprint"], meta["profile"], points, {"machine_info": {"pruned_perf": meta}},
+                       path="this session")
+
+    def meta(self) -> dict:
+        from pruned_perf.fingerprint import fingerprint
+        from pruned_perf.results import SCHEMA_VERSION
+
+        return {"schema": SCHEMA_VERSION, "profile": self.sweep.profile.name, "run_id": self.run_id,
+                "fingerprint": fingerprint(self.sweep.device), "session": {"failed": list(self.failed)}}
+
+
+def live_line(measurement, measured: list) -> str:
+    """One line per finished point, as soon as it is measured: what a watcher wants to know."""
+    m = measurement
+    head = f"pruned_perf: {m.model} {m.method} in{m.input_tokens} out{m.output_tokens} M{m.batch_size} {m.backend}:"
+    if m.oom:
+        return f"{head} out of memory" + (" (a smaller batch did)" if m.oom_skipped else "")
+    shape = (m.model, m.input_tokens, m.output_tokens, m.batch_size, m.backend)
+    dense = next((d for d in measured if d.method == "dense" and not d.oom
+                  and (d.model, d.input_tokens, d.output_tokens, d.batch_size, d.backend) == shape), None)
+    speedup = f", {dense.latency_s / m.latency_s:.2f}x dense" if dense is not None and m.method != "dense" else ""
+    return f"{head} {m.latency_s:.4g} s, {m.tokens_per_s:.1f} tokens/s, ttft {m.ttft_s * 1e3:.1f} ms{speedup}"
+
 
 def _pedantic(benchmark):
     """Time the rounds through pytest-benchmark, so its stats are the rounds the core measured."""
-    def timed_rounds(fn, rounds, warmup=0):
-        benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    def timed_rounds(fn, rounds, warmup=0, setup=None):
+        benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=warmup, iterations=1)
         return list(benchmark.stats.stats.data)
     return timed_rounds
 
@@ -114,12 +167,14 @@ def _make_sweep(config):
     from pruned_perf.models import parse_dtype
     from pruned_perf.sweep import Sweep, make_points, parse_ints, parse_names, parse_shard, select_variants
     from pruned_perf.sweep import shard as shard_points
+    from pruned_perf.errors import UserError
     from pruned_perf.variants import get_profile
 
     device = pick_device(_option(config, "device"))
     profile = get_profile(_option(config, "profile") or ("smoke" if device.type == "cuda" else "quick"))
-    variants = select_variants(profile, parse_names(_option(config, "models")),
-                               parse_names(_option(config, "methods")))
+    models = parse_names(_option(config, "models"))
+    _check_models(models or ())
+    variants = select_variants(profile, models, parse_names(_option(config, "methods")))
     points = make_points(
         variants,
         parse_ints(_option(config, "in"), "--pp-in") or profile.inputs,
@@ -130,10 +185,27 @@ def _make_sweep(config):
     shard = parse_shard(_option(config, "shard"))
     if shard:
         points = shard_points(points, *shard)
+    if not points:
+        raise UserError("nothing to measure: the --pp-* options select no point (an empty --pp-models or "
+                        "--pp-methods, or a shard with no series)")
     rounds = parse_ints(_option(config, "rounds"), "--pp-rounds")
     warmup = parse_ints(_option(config, "warmup"), "--pp-warmup")
     return Sweep(profile, variants, points, device, parse_dtype(_option(config, "dtype") or profile.dtype),
                  rounds=rounds[0] if rounds else 5, warmup=warmup[0] if warmup else 1)
+
+
+def _check_models(names) -> None:
+    """Every model must exist and be a LLaMA before the first point: a typo is one usage error, not a
+    traceback per point after minutes of other points."""
+    from pruned_perf.models import model_config
+    from pruned_perf.variants import saved_plan
+
+    twice = sorted({n for n in names if list(names).count(n) > 1})
+    if twice:
+        raise UserError(f"--pp-models lists {', '.join(twice)} more than once")
+    for name in names:
+        if saved_plan(name) is None:  # a directory saved by `pruned-perf prune` is checked when it loads
+            model_config(name)
 
 
 def _session(config) -> PerfSession:
@@ -152,14 +224,34 @@ def _session(config) -> PerfSession:
 def pytest_configure(config):
     if _option(config, "compare") and _benchmark_json(config) is None:
         raise pytest.UsageError("--pp-compare needs --benchmark-json FILE (the results it compares)")
+    _check_results_path(_benchmark_json(config))
     if any(_option(config, name) is not None for name, _, _ in _OPTIONS):
         _session(config)  # a bad --pp-* value is a usage error (exit 4) here, not a collection error (2)
+
+
+def _check_results_path(path: Path | None) -> None:
+    """pytest-benchmark writes the results only at the end: a path it cannot write would lose a whole
+    sweep, and an old file left there would read as this run's results if the run dies first."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise pytest.UsageError(f"--benchmark-json {path} is a directory; give a file path")
+    if not path.parent.is_dir():
+        raise pytest.UsageError(f"--benchmark-json {path}: {path.parent} is not a directory (create it first)")
+    path.unlink(missing_ok=True)
 
 
 def pytest_generate_tests(metafunc):
     if "pp_point" in metafunc.fixturenames:
         points = _session(metafunc.config).sweep.points
-        metafunc.parametrize("pp_point", points, ids=[p.id for p in points])
+        # by id, with the fixture below giving the Point: pytest-benchmark stores the parameter in its
+        # JSON, and a string serialises where a Point would not
+        metafunc.parametrize("pp_point", [p.id for p in points], ids=[p.id for p in points], indirect=True)
+
+
+@pytest.fixture
+def pp_point(request):
+    return next(p for p in _session(request.config).sweep.points if p.id == request.param)
 
 
 @pytest.fixture(scope="session")
@@ -167,26 +259,37 @@ def pp_session(request) -> PerfSession:
     return _session(request.config)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Remember every test of the session that failed or errored, in any phase."""
+    outcome = yield
+    report = outcome.get_result()
+    state = getattr(item.config, "_pruned_perf", None)
+    if state is not None and report.failed and item.nodeid not in state.failed:
+        state.failed.append(item.nodeid)
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     state = getattr(config, "_pruned_perf", None)
-    if state is None:
-        return
-    from pruned_perf.fingerprint import fingerprint
-
-    machine_info["pruned_perf"] = {"schema": 1, "profile": state.sweep.profile.name,
-                                   "fingerprint": fingerprint(state.sweep.device)}
+    if state is not None:
+        machine_info["pruned_perf"] = state.meta()
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     state = getattr(config, "_pruned_perf", None)
     if state is None:
         return
+    from pruned_perf.results import add_speedups
+
     for nodeid, measurement in state.oom_points.items():
         output_json["benchmarks"].append({
             "group": None, "name": nodeid.rsplit("::", 1)[-1], "fullname": nodeid,
             "params": {"pp_point": measurement.id}, "param": measurement.id,
             "extra_info": measurement.to_dict(), "options": {}, "stats": None,
         })
+    add_speedups(b["extra_info"] for b in output_json["benchmarks"] if b.get("extra_info"))
+    # machine_info is collected before the tests run: the outcome is known only now
+    output_json["machine_info"]["pruned_perf"] = state.meta()
     state.results_json = output_json
 
 
@@ -217,6 +320,16 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, config):
     state = getattr(config, "_pruned_perf", None)
-    if state is not None and state.comparison_text:
+    if state is None or not state.measured:
+        return
+    if state.comparison_text:
         terminalreporter.write_sep("=", "pruned_perf comparison against the baseline")
         terminalreporter.write_line(state.comparison_text)
+    else:
+        from pruned_perf.report import render
+
+        terminalreporter.write_sep("=", "pruned_perf results")
+        terminalreporter.write_line(render(state.results(), fmt="plain"))
+    json_path = _benchmark_json(config)
+    written = f"results {json_path}, " if json_path else ""
+    terminalreporter.write_line(f"pruned_perf: {written}point log {state.log.path} (run {state.run_id})")

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from tabulate import tabulate
 
 from pruned_perf.compare import (
-    IMPROVED, INCONCLUSIVE, MISSING, NEW, NEWLY_OOM, NO_LONGER_OOM, REGRESSED, UNCHANGED, Comparison,
-    PointVerdict,
+    IMPROVED, INCONCLUSIVE, MISSING, MIN_HISTORY, NEW, NEWLY_OOM, NO_LONGER_OOM, NOISY, REGRESSED, UNCHANGED,
+    Comparison, PointVerdict,
 )
 from pruned_perf.errors import choice_error
 from pruned_perf.results import Results
@@ -22,7 +22,7 @@ FORMATS = {"github": "github", "plain": "simple"}
 SUMMARY_LIMIT_BYTES = 1024 * 1024 - 16 * 1024
 GIB = 1024**3
 # Verdicts in the order rows are listed: what needs attention first.
-_ROW_ORDER = (REGRESSED, NEWLY_OOM, INCONCLUSIVE, MISSING, NEW, IMPROVED, NO_LONGER_OOM, UNCHANGED)
+_ROW_ORDER = (REGRESSED, NEWLY_OOM, INCONCLUSIVE, NOISY, MISSING, NEW, IMPROVED, NO_LONGER_OOM, UNCHANGED)
 _METHOD_ORDER = ("dense", "depth", "llm-pruner", "flap")
 
 
@@ -65,9 +65,23 @@ def _header(results: Results, comparison: Comparison | None, fmt: str) -> str:
         listed = ", ".join(f"{counts[s]} {s}" for s in _ROW_ORDER if counts.get(s))
         verdict = "REGRESSION" if comparison.has_regression else "no regression"
         lines.append(f"Baseline {comparison.baseline_path or '?'}: {verdict}; {listed}")
+        lines.append(_history_line(comparison))
         lines.extend(f"warning: {w}" for w in comparison.warnings)
     sep = "  \n" if fmt == "github" else "\n"  # two spaces: a markdown line break
     return lines[0] + "\n\n" + sep.join(lines[1:])
+
+
+def _history_line(comparison: Comparison) -> str:
+    runs = comparison.history_runs
+    if runs < MIN_HISTORY:
+        text = (f"Baseline history: {runs} run(s), fewer than {MIN_HISTORY}: the spread between runs is unknown, "
+                f"so absolute times count only beyond the drift allowance; speedup vs dense and memory gate as usual")
+    else:
+        text = f"Baseline history: {runs} runs; a change must lie beyond the spread of their medians"
+    factor = comparison.machine_factor
+    if factor is not None:
+        text += f". Steadiness probe: this run's machine was {factor:.2f}x the baseline run's time"
+    return text
 
 
 def _join(parts: list[str]) -> str:
@@ -138,7 +152,7 @@ def _group_tables(results: Results, comparison: Comparison | None, fmt: str,
 
 def _headers(comparison: Comparison | None) -> list[str]:
     headers = ["method", "params", "M", "backend", "latency (s)", "tokens/s", "ttft (ms)",
-               "tpot (ms)", "peak mem (GiB)", "speedup vs dense"]
+               "tpot (ms)", "peak mem (GiB)", "speedup vs dense", "ppl"]
     if comparison is not None:
         headers += ["Δ latency", "verdict"]
     return headers
@@ -150,41 +164,27 @@ def _align(headers: list[str]) -> list[str]:
 
 def _rows(results: Results, comparison: Comparison | None) -> list[Row]:
     verdicts = comparison.by_id() if comparison is not None else {}
-    dense = _dense_throughput(results)
-    rows = [_row(p, verdicts.get(pid), dense, comparison is not None) for pid, p in results.points.items()]
+    rows = [_row(p, verdicts.get(pid), comparison is not None) for pid, p in results.points.items()]
     for pid, pv in verdicts.items():
         if pv.status == MISSING:
-            rows.append(_row(dict(pv.info, oom=False, missing=True), pv, dense, True))
+            rows.append(_row(dict(pv.info, oom=False, missing=True), pv, True))
     return rows
 
 
-def _dense_throughput(results: Results) -> dict[tuple, float]:
-    """Throughput of the dense model per (model, in, out, M, backend): the speedup's denominator."""
-    dense = {}
-    for p in results.points.values():
-        if p.get("method") == "dense" and not p.get("oom") and p.get("tokens_per_s"):
-            dense[_shape(p)] = p["tokens_per_s"]
-    return dense
-
-
-def _shape(p: dict) -> tuple:
-    return (p.get("model"), p.get("input_tokens"), p.get("output_tokens"), p.get("batch_size"), p.get("backend"))
-
-
-def _row(p: dict, pv: PointVerdict | None, dense: dict, with_verdict: bool) -> Row:
+def _row(p: dict, pv: PointVerdict | None, with_verdict: bool) -> Row:
     status = pv.status if pv is not None else (NEW if with_verdict else UNCHANGED)
     method = p.get("method") or "?"
     method_rank = _METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER)
     cells = [method, _params(p.get("params")), p.get("batch_size"), p.get("backend")]
     if p.get("missing"):
-        cells += ["-"] * 6
+        cells += ["-"] * 7
     elif p.get("oom"):
-        cells += ["OOM"] * 5 + [""]
+        cells += ["OOM"] * 5 + ["", _ppl(p)]  # perplexity is the variant's: known even where a batch is not
     else:
         cells += [
             _num(p.get("latency_s")), _tps(p.get("tokens_per_s")), _ms(p.get("ttft_s")), _ms(p.get("tpot_s")),
             "" if p.get("peak_mem_bytes") is None else f"{p['peak_mem_bytes'] / GIB:.2f}",
-            _speedup(p, dense),
+            _speedup(p), _ppl(p),
         ]
     if with_verdict:
         cells += [_latency_change(pv), _verdict_text(pv, status)]
@@ -194,11 +194,11 @@ def _row(p: dict, pv: PointVerdict | None, dense: dict, with_verdict: bool) -> R
     return Row(key, rank, cells, status in (REGRESSED, NEWLY_OOM))
 
 
-def _speedup(p: dict, dense: dict) -> str:
-    base = dense.get(_shape(p))
-    if not base or not p.get("tokens_per_s"):
-        return ""
-    return f"{p['tokens_per_s'] / base:.2f}x"
+def _speedup(p: dict) -> str:
+    if p.get("method") == "dense" and not p.get("oom"):
+        return "1.00x"
+    speedup = p.get("speedup_vs_dense")
+    return "" if speedup is None else f"{speedup:.2f}x"
 
 
 def _latency_change(pv: PointVerdict | None) -> str:
@@ -207,10 +207,16 @@ def _latency_change(pv: PointVerdict | None) -> str:
 
 
 def _verdict_text(pv: PointVerdict | None, status: str) -> str:
-    if pv is None or status not in (REGRESSED, IMPROVED, INCONCLUSIVE):
+    if pv is None or status not in (REGRESSED, IMPROVED, INCONCLUSIVE, NOISY):
         return status
     names = [m.metric for m in pv.metrics if m.verdict == status]
     return f"{status} ({', '.join(names)})"
+
+
+def _ppl(p: dict) -> str:
+    """Held-out perplexity; empty for a model without a tokenizer."""
+    ppl = p.get("ppl")
+    return "" if ppl is None else f"{ppl:.2f}"
 
 
 def _params(params) -> str:

@@ -1,22 +1,41 @@
 """Read and write results files and the baseline store (format: docs/results-schema.md).
 
 A results file is pytest-benchmark JSON with `machine_info.pruned_perf` (schema, profile,
-fingerprint) and one measured point per `benchmarks[i].extra_info`. A baseline is a results file kept
-at `baselines/<fingerprint slug>/<profile>.json`.
+fingerprint, run id, session outcome) and one measured point per `benchmarks[i].extra_info`. A
+baseline is the newest good results file of a hardware and profile, kept at
+`baselines/<fingerprint slug>/<profile>.json`, with a short history of earlier runs' medians under
+`pruned_perf_history` (newest last): the verdicts hold a change against the spread between runs.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pruned_perf.atomic import write_json_atomic
 from pruned_perf.errors import UserError
+from pruned_perf.metrics import METRICS, is_number
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SUPPORTED_SCHEMAS = (SCHEMA_VERSION,)
+HISTORY_KEY = "pruned_perf_history"
+# Runs a baseline remembers: enough to see how far identical code wanders between runs, few enough
+# that an old machine state (another driver, a since-fixed slowdown) ages out within two weeks of nightlies.
+HISTORY_RUNS = 10
+# A point whose timed rounds have an interquartile range above this fraction of their median was
+# measured on a machine too unsteady to be a reference (A/A runs on a quiet 2-core CPU stay under 10%).
+MAX_ROUND_SPREAD = 0.25
+# A run whose steadiness probe was more than twice as slow at one point as at another ran on a machine
+# whose speed changed under it: its speedups over dense mix two machines.
+MAX_PROBE_SPREAD = 1.0
+# Summary fields of a measured point: required and positive, or optional and non-negative.
+_POSITIVE = ("latency_s", "latency_min_s", "tokens_per_s")
+_NON_NEGATIVE = ("latency_iqr_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "probe_s",
+                 "dense_probe_s", "speedup_vs_dense", "peak_mem_bytes", "decode_bw_frac")
+_ROUND_LISTS = ("rounds_s", "ttft_rounds_s", "tpot_rounds_s", "probe_rounds_s", "speedup_rounds", "warmup_s")
 # Slugs and profiles become path components under baselines/: keep them to one safe name each.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Fields every point needs to be grouped, compared and plotted; the rest may be null (OOM) or absent.
@@ -40,10 +59,21 @@ class Results:
     raw: dict = field(repr=False)
     path: str = ""
     schema: int = SCHEMA_VERSION
+    history: list[dict] = field(default_factory=list)
 
     @property
     def slug(self) -> str:
         return self.fingerprint["slug"]
+
+    @property
+    def runs(self) -> list[dict]:
+        """Run summaries, oldest first, this file's own run last (a plain results file: just its own)."""
+        return self.history or [run_summary(self)]
+
+    @property
+    def failed(self) -> list[str]:
+        session = self.raw["machine_info"]["pruned_perf"].get("session") or {}
+        return list(session.get("failed") or [])
 
 
 # ---------------------------------------------------------------- reading
@@ -79,6 +109,7 @@ def results_from_dict(raw, path: str = "<results>") -> Results:
         raw=raw,
         path=path,
         schema=meta["schema"],
+        history=_history(raw.get(HISTORY_KEY), meta["fingerprint"]["slug"], path),
     )
 
 
@@ -143,14 +174,106 @@ def _point(bench, i: int, path: str) -> dict:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise UserError(f"{path}: point {pid!r}: extra_info.{key} must be {kind.__name__}, got {value!r}")
     if not extra.get("oom"):
-        rounds = extra.get("rounds_s")
-        if not isinstance(rounds, list) or not all(_is_number(r) for r in rounds):
-            raise UserError(f"{path}: point {pid!r}: extra_info.rounds_s must be a list of seconds")
+        _check_measured(extra, f"{path}: point {pid!r}: extra_info")
     return extra
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _check_measured(extra: dict, where: str) -> None:
+    """Timings must be real: NaN, infinite, negative or zero latencies are a broken measurement, not
+    a point to compare (a NaN median compares as neither better nor worse and would pass a gate)."""
+    rounds = extra.get("rounds_s")
+    if not isinstance(rounds, list) or not rounds or not all(_positive(r) for r in rounds):
+        raise UserError(f"{where}.rounds_s must be a non-empty list of finite positive seconds, got {rounds!r}")
+    for key in _ROUND_LISTS:
+        values = extra.get(key, [])
+        if not isinstance(values, list) or not all(_non_negative(v) for v in values):
+            raise UserError(f"{where}.{key} must be a list of finite non-negative numbers, got {values!r}")
+    for key in _POSITIVE:
+        if not _positive(extra.get(key)):
+            raise UserError(f"{where}.{key} must be a finite positive number, got {extra.get(key)!r}")
+    for key in _NON_NEGATIVE:
+        if extra.get(key) is not None and not _non_negative(extra[key]):
+            raise UserError(f"{where}.{key} must be a finite non-negative number or null, got {extra[key]!r}")
+
+
+def _positive(value) -> bool:
+    return is_number(value) and value > 0
+
+
+def _non_negative(value) -> bool:
+    return is_number(value) and value >= 0
+
+
+# ---------------------------------------------------------------- speedup over dense
+
+
+def add_speedups(points) -> None:
+    """Set `speedup_vs_dense` (and its per-round samples) on every pruned point whose dense point of
+    the same shape was measured in the same run: the ratio is what the suite exists to show, and the
+    machine's drift between runs cancels out of it. In place; dense and OOM points get None."""
+    points = list(points)
+    dense = {_shape(p): p for p in points if p.get("method") == "dense" and not p.get("oom") and p.get("rounds_s")}
+    for p in points:
+        base = dense.get(_shape(p))
+        rounds = p.get("rounds_s") or []
+        if p.get("method") == "dense" or p.get("oom") or base is None or not rounds:
+            p["speedup_vs_dense"], p["speedup_rounds"], p["dense_probe_s"] = None, [], None
+            continue
+        base_latency = statistics.median(base["rounds_s"])
+        p["speedup_vs_dense"] = base_latency / statistics.median(rounds)
+        p["speedup_rounds"] = [base_latency / r for r in rounds]
+        # how fast the machine was during the dense point: the speedup's denominator was timed then
+        p["dense_probe_s"] = base.get("probe_s")
+
+
+def _shape(p: dict) -> tuple:
+    return (p.get("model"), p.get("input_tokens"), p.get("output_tokens"), p.get("batch_size"), p.get("backend"))
+
+
+# ---------------------------------------------------------------- run history
+
+
+def run_summary(results: "Results") -> dict:
+    """What the history keeps of one run: who and when, and per point the median of each metric."""
+    commit = results.raw.get("commit_info") or {}
+    meta = results.raw["machine_info"]["pruned_perf"]
+    return {
+        "run_id": meta.get("run_id"),
+        "datetime": results.raw.get("datetime"),
+        "commit": commit.get("id"),
+        "slug": results.slug,
+        "torch": results.fingerprint.get("torch"),
+        "transformers": results.fingerprint.get("transformers"),
+        "points": {pid: point_summary(p) for pid, p in results.points.items()},
+    }
+
+
+def point_summary(point: dict) -> dict:
+    if point.get("oom"):
+        return {"oom": True}
+    values = {m.name: m.value(point) for m in METRICS}
+    values["probe_s"] = point.get("probe_s") if is_number(point.get("probe_s")) else None
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _history(history, slug: str, path: str) -> list[dict]:
+    """The stored run summaries, checked: a corrupt history or one of other hardware is an error."""
+    if history is None:
+        return []
+    if not isinstance(history, list) or not history:
+        raise UserError(f"{path}: {HISTORY_KEY} must be a non-empty list of run summaries")
+    for i, run in enumerate(history):
+        where = f"{path}: {HISTORY_KEY}[{i}]"
+        if not isinstance(run, dict) or not isinstance(run.get("points"), dict):
+            raise UserError(f"{where} is not a run summary (needs a points object)")
+        if run.get("slug") != slug:
+            raise UserError(f"{where} is from hardware {run.get('slug')!r}, the file from {slug!r}")
+        for pid, values in run["points"].items():
+            bad = [k for k, v in values.items() if k != "oom" and not (is_number(v) and v >= 0)] \
+                if isinstance(values, dict) else ["(not an object)"]
+            if bad:
+                raise UserError(f"{where}: point {pid!r} has bad values for {', '.join(bad)}")
+    return history
 
 
 # ---------------------------------------------------------------- writing
@@ -176,34 +299,77 @@ def baseline_path(baselines_dir: str | os.PathLike, slug: str, profile: str) -> 
     return Path(baselines_dir) / slug / f"{profile}.json"
 
 
-def store_baseline(results_path: str | os.PathLike, baselines_dir: str | os.PathLike, force: bool = False) -> Path:
-    """Copy a results file into the store as the baseline of its fingerprint and profile.
+def store_baseline(results_path: str | os.PathLike, baselines_dir: str | os.PathLike,
+                   force: bool = False) -> tuple[Path, int]:
+    """Store a results file as the baseline of its hardware and profile, its run appended to the
+    stored history. Returns (path, runs in the history).
 
-    An existing baseline that cannot be read, or that names other hardware or another schema, is only
-    replaced with force=True: that guards against filing one GPU's numbers under another's slug.
+    Refused unless force=True: a run with failed points or with a point whose rounds spread widely
+    (not a reference to hold later runs against), and an existing baseline that cannot be read or is
+    of other hardware or another schema (that guards against filing one GPU's numbers under another's
+    slug; with force, its history is dropped and starts anew).
     """
     results = load_results(results_path)
+    if not force:
+        _check_good_run(results)
     dest = baseline_path(baselines_dir, results.slug, results.profile)
-    if dest.exists() and not force:
-        _check_replaceable(dest, results)
-    write_json_atomic(dest, results.raw)
-    return dest
+    history = _kept_history(dest, results, force)
+    new_run = run_summary(results)
+    history = [run for run in history if run.get("run_id") is None or run.get("run_id") != new_run["run_id"]]
+    raw = dict(results.raw)
+    raw[HISTORY_KEY] = (history + [new_run])[-HISTORY_RUNS:]
+    write_json_atomic(dest, raw)
+    return dest, len(raw[HISTORY_KEY])
 
 
-def _check_replaceable(dest: Path, results: Results) -> None:
-    hint = "pass --force to replace it"
+def _check_good_run(results: Results) -> None:
+    hint = "pass --force to store it anyway"
+    if results.failed:
+        raise UserError(f"{results.path}: the run had {len(results.failed)} failed or errored test(s) "
+                        f"({', '.join(results.failed[:5])}); not a baseline; {hint}")
+    measured = {pid: p for pid, p in results.points.items() if not p.get("oom")}
+    if not measured:
+        raise UserError(f"{results.path}: every point ran out of memory; nothing to hold later runs against; {hint}")
+    wide = [f"{pid} ({spread:.0%})" for pid, p in measured.items()
+            if (spread := round_spread(p["rounds_s"])) > MAX_ROUND_SPREAD]
+    if wide:
+        raise UserError(f"{results.path}: rounds spread more than {MAX_ROUND_SPREAD:.0%} of their median "
+                        f"(interquartile range) in {len(wide)} point(s): {', '.join(wide[:5])}; the machine "
+                        f"was unsteady; measure again on a quiet machine or {hint}")
+    probes = {pid: p["probe_s"] for pid, p in measured.items() if is_number(p.get("probe_s")) and p["probe_s"] > 0}
+    if probes:
+        slow, fast = max(probes, key=probes.get), min(probes, key=probes.get)
+        if probes[slow] / probes[fast] - 1 > MAX_PROBE_SPREAD:
+            raise UserError(f"{results.path}: the steadiness probe ran {probes[slow] / probes[fast]:.1f}x slower "
+                            f"during {slow} than during {fast}: the machine's speed changed during the run; "
+                            f"measure again on a quiet machine or {hint}")
+
+
+def round_spread(rounds: list) -> float:
+    """Interquartile range of the rounds over their median."""
+    if len(rounds) < 2:
+        return 0.0
+    q1, median, q3 = statistics.quantiles(rounds, n=4, method="inclusive")
+    return (q3 - q1) / median
+
+
+def _kept_history(dest: Path, results: Results, force: bool) -> list[dict]:
+    """The existing baseline's run history, if the new run may join it."""
+    if not dest.exists():
+        return []
+    hint = "pass --force to replace it and start its history anew"
     try:
         old = load_results(dest)
     except UserError as e:
+        if force:
+            return []
         raise UserError(f"existing baseline cannot be read ({e}); {hint}") from None
-    if old.slug != results.slug:
-        raise UserError(
-            f"{dest}: existing baseline is for {old.slug!r}, {results.path} is for {results.slug!r}; {hint}"
-        )
-    if old.schema != results.schema:
-        raise UserError(
-            f"{dest}: existing baseline has schema {old.schema}, {results.path} has schema {results.schema}; {hint}"
-        )
+    for what, was, new in (("hardware", old.slug, results.slug), ("schema", old.schema, results.schema)):
+        if was != new and not force:
+            raise UserError(f"{dest}: existing baseline is for {what} {was!r}, {results.path} for {new!r}; {hint}")
+        if was != new:
+            return []
+    return old.runs
 
 
 def list_baselines(baselines_dir: str | os.PathLike) -> list[BaselineEntry]:
@@ -260,13 +426,15 @@ def resolve_baseline(spec: str, results: Results, baselines_dir: str | os.PathLi
 
 
 def merge_results(paths) -> dict:
-    """Merge results files of shards of one run into one results dict (benchmarks concatenated)."""
+    """Merge results files of shards of one run into one results dict (benchmarks concatenated,
+    failed tests joined, speedups over dense recomputed across shards)."""
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise UserError("merge needs at least one results file")
     first = load_results(paths[0])
-    merged = dict(first.raw)
-    benchmarks = list(first.raw["benchmarks"])
+    merged = json.loads(json.dumps(first.raw))  # a deep copy: the first shard's dicts stay as read
+    benchmarks = merged["benchmarks"]
+    failed = list(first.failed)
     owner = {pid: first.path for pid in first.points}
     for path in paths[1:]:
         shard = load_results(path)
@@ -276,7 +444,9 @@ def merge_results(paths) -> dict:
                 raise UserError(f"point {pid!r} is in both {owner[pid]} and {shard.path}; shards must not overlap")
             owner[pid] = shard.path
         benchmarks.extend(shard.raw["benchmarks"])
-    merged["benchmarks"] = benchmarks
+        failed.extend(shard.failed)
+    add_speedups(b["extra_info"] for b in benchmarks)
+    merged["machine_info"]["pruned_perf"]["session"] = {"failed": failed}
     return merged
 
 
@@ -285,6 +455,8 @@ def _check_same_run(a: Results, b: Results) -> None:
         ("schema", a.schema, b.schema),
         ("fingerprint slug", a.slug, b.slug),
         ("profile", a.profile, b.profile),
+        ("torch", a.fingerprint.get("torch"), b.fingerprint.get("torch")),
+        ("transformers", a.fingerprint.get("transformers"), b.fingerprint.get("transformers")),
     ):
         if va != vb:
             raise UserError(f"cannot merge: {a.path} has {what} {va!r}, {b.path} has {what} {vb!r}")

@@ -23,10 +23,45 @@ class Sizing:
     params: int
     exact: bool
 
-    def describe(self) -> str:
-        setting = ", ".join(f"{k}={v}" for k, v in self.setting.items()) or "no pruning"
+    def describe(self, config=None) -> str:
+        """One line, e.g. "depth: remove 9 of 32 blocks (keep 23) -> exactly 4,916,965,376 parameters (4.92B)";
+        `config` (the source model's) adds the totals that the counts are out of."""
         kind = "exactly" if self.exact else "about"
+        setting = describe_setting(self.setting, config)
         return f"{self.method}: {setting} -> {kind} {self.params:,} parameters ({format_params(self.params)})"
+
+
+def layer_span(first: int, last: int) -> str:
+    """Layers first..last, both included: "layer 4" or "layers 4..29"."""
+    return f"layer {first}" if first == last else f"layers {first}..{last}"
+
+
+def describe_setting(setting: dict, config=None) -> str:
+    """A method's setting in words: how many blocks go and how many stay; which layers keep which widths
+    (a method's `layers` is the half-open range [start, end), shown as the closed range start..end-1)."""
+    rest = dict(setting)
+    parts = []
+    if "blocks" in rest:
+        parts.append(_blocks_words(rest.pop("blocks"), config))
+    if "layers" in rest:
+        widths = {k: rest.pop(k) for k in ("layers", "heads", "kv_heads", "mlp")}
+        parts.append(_widths_words(**widths, config=config))
+    parts += [f"{k}={v}" for k, v in rest.items()]
+    return ", ".join(parts) or "no pruning"
+
+
+def _blocks_words(blocks: int, config=None) -> str:
+    if config is None:
+        return f"remove {blocks} blocks"
+    total = config.num_hidden_layers
+    return f"remove {blocks} of {total} blocks (keep {total - blocks})"
+
+
+def _widths_words(layers, heads: int, kv_heads: int, mlp: int, config=None) -> str:
+    start, end = layers
+    of_heads = f" of {config.num_attention_heads}" if config is not None else ""
+    of_mlp = f" of {config.intermediate_size}" if config is not None else ""
+    return f"{layer_span(start, end - 1)} keep {heads}{of_heads} heads ({kv_heads} kv), MLP {mlp}{of_mlp}"
 
 
 def layer_shapes(model: nn.Module) -> list[dict]:

@@ -5,23 +5,25 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from pruned_perf.atomic import new_file_mode, temp_dir_beside
 from pruned_perf.errors import UserError
 from pruned_perf.modules import HeadlessAttention
 from pruned_perf.plan import PrunePlan, load_plan, save_plan, validate
+from pruned_perf.sizing import plan_shapes
 
 WEIGHTS = "model.safetensors"
 PLAN = "plan.json"
 CONFIG = "config.json"
+LOADER = "modeling_pruned_llama.py"
 
 
 @torch.no_grad()  # a pruned model is for inference; slicing must not record a graph
@@ -147,15 +149,16 @@ def save_pruned(model: LlamaForCausalLM, plan: PrunePlan, out_dir: str | Path, t
     """Write config.json + plan.json + model.safetensors (+ tokenizer) into `out_dir`, all or nothing."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        config = copy.deepcopy(model.config)
-        config.architectures = [type(model).__name__]
-        config.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        config.to_json_file(tmp / CONFIG)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir_beside(out_dir)
+    except OSError as exc:
+        raise UserError(f"cannot create output directory {str(out_dir)!r}: {exc.strerror}") from exc
+    try:
+        _write_config(model, plan, tmp)
         save_plan(_without_means(plan), tmp / PLAN)
-        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        save_file(_weights(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
+        new_file_mode(tmp / WEIGHTS)  # safetensors writes 0600
         if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
             tokenizer.save_pretrained(tmp)
         _replace_dir(tmp, out_dir)
@@ -165,12 +168,99 @@ def save_pruned(model: LlamaForCausalLM, plan: PrunePlan, out_dir: str | Path, t
     return out_dir
 
 
-def check_output_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse to write over a file, or over a non-empty directory unless asked to."""
+def check_output_dir(out_dir: Path, overwrite: bool, source: Path | None = None) -> None:
+    """Refuse to write over a file, into a path below a file, over the model being pruned (`source`, or a
+    directory holding it: --overwrite replaces the whole directory), or over a non-empty directory
+    unless asked to."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output {str(out_dir)!r} exists and is not a directory")
+    blocker = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"cannot create output {str(out_dir)!r}: {str(blocker)!r} is a file, not a directory")
+    if source is not None and out_dir.resolve() in (source.resolve(), *source.resolve().parents):
+        raise UserError(f"output {str(out_dir)!r} would replace the model being pruned ({str(source)!r}); "
+                        f"choose another --out")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise UserError(f"output directory {str(out_dir)!r} exists and is not empty (use --overwrite)")
+
+
+class PrunedLlamaConfig(LlamaConfig):
+    """config.json of a model whose layers differ in width. Stock LLaMA would build dense layers and fail on
+    (or, with ignore_mismatched_sizes, re-initialise) the pruned weights; its own model_type stops that."""
+
+    model_type = "pruned_llama"
+
+
+class PrunedLlamaForCausalLM(LlamaForCausalLM):
+    """What `AutoModelForCausalLM.from_pretrained(DIR)` calls for a width-pruned DIR (in a process without
+    pruned_perf, with trust_remote_code=True, via LOADER in DIR): the shapes are in plan.json, so
+    `load_pruned` builds the model. Honours dtype and a one-device device_map; the other from_pretrained
+    options do not apply to a local pruned directory."""
+
+    config_class = PrunedLlamaConfig
+
+    @classmethod
+    def from_pretrained(cls, path, *args, dtype=None, device_map=None, **kwargs):
+        device = device_map if isinstance(device_map, (str, torch.device)) and device_map != "auto" else "cpu"
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+        return load_pruned(path, device, dtype if isinstance(dtype, torch.dtype) else None)
+
+
+# Where pruned_perf is imported, transformers knows the type: AutoConfig / AutoTokenizer read a pruned
+# directory without asking whether to run its code, and AutoModelForCausalLM loads it through load_pruned.
+AutoConfig.register(PrunedLlamaConfig.model_type, PrunedLlamaConfig, exist_ok=True)
+AutoModelForCausalLM.register(PrunedLlamaConfig, PrunedLlamaForCausalLM, exist_ok=True)
+
+
+# Written beside a width-pruned model: transformers imports it when asked to trust the directory's code.
+# The import sits in a try block, which transformers' own import check skips, so a missing pruned_perf
+# gives this message rather than "pip install pruned_perf".
+_LOADER_CODE = '''"""Written by pruned_perf: this model's layers differ in width (see plan.json), which stock LLaMA
+cannot build. Load it with AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True) or with
+pruned_perf.surgery.load_pruned(DIR); both need pruned_perf installed."""
+try:
+    from pruned_perf.surgery import PrunedLlamaConfig, PrunedLlamaForCausalLM  # noqa: F401
+except ImportError as exc:
+    raise ImportError("this model was pruned by pruned_perf, which is not installed here; install it and "
+                      "load the directory with pruned_perf.surgery.load_pruned(DIR)") from exc
+'''
+
+
+def stock_loadable(config: LlamaConfig, plan: PrunePlan) -> bool:
+    """Whether stock LLaMA can build the pruned model from its config alone: every kept layer at full
+    width and no added biases (depth pruning, dense)."""
+    source = source_config(config, plan)
+    dense = plan_shapes(source)[0]
+    return not plan.bias_compensation and all(shape == dense for shape in plan_shapes(source, plan))
+
+
+def _write_config(model: LlamaForCausalLM, plan: PrunePlan, out_dir: Path) -> None:
+    """A stock config where stock LLaMA can build the model. Otherwise a model_type stock transformers does
+    not know, with an auto_map to LOADER (written here too): a plain `from_pretrained` then asks for
+    trust_remote_code=True and loads through `load_pruned`, instead of failing on mismatched sizes (or,
+    with ignore_mismatched_sizes, silently re-initialising the pruned matrices)."""
+    stock = stock_loadable(model.config, plan)
+    data = model.config.to_dict()
+    data.pop("model_type", None)  # the class below decides it
+    config = (LlamaConfig if stock else PrunedLlamaConfig).from_dict(data)
+    config.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    config.architectures = [LlamaForCausalLM.__name__ if stock else PrunedLlamaForCausalLM.__name__]
+    if not stock:
+        module = LOADER.removesuffix(".py")
+        config.auto_map = {"AutoConfig": f"{module}.{PrunedLlamaConfig.__name__}",
+                           "AutoModelForCausalLM": f"{module}.{PrunedLlamaForCausalLM.__name__}"}
+        (out_dir / LOADER).write_text(_LOADER_CODE, encoding="utf-8")
+    config.to_json_file(out_dir / CONFIG)
+
+
+def _weights(model: LlamaForCausalLM) -> dict[str, torch.Tensor]:
+    """Every tensor once, under the name a stock checkpoint uses: a tied head is stored as
+    model.embed_tokens.weight alone (safetensors' own de-duplication kept lm_head.weight instead,
+    which neither load_pruned nor transformers could load)."""
+    state = model.state_dict()
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    return {name: tensor.contiguous() for name, tensor in state.items()}
 
 
 def _without_means(plan: PrunePlan) -> PrunePlan:
@@ -197,8 +287,11 @@ def read_pruned_dir(path: str | Path) -> tuple[LlamaConfig, PrunePlan]:
     if missing:
         raise UserError(f"{str(path)!r} is not a pruned model directory: missing {', '.join(missing)}")
     try:
-        config = LlamaConfig.from_dict(json.loads((path / CONFIG).read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        data = json.loads((path / CONFIG).read_text())
+        for key in ("model_type", "auto_map"):  # whichever class wrote it, it is read as plain LLaMA
+            data.pop(key, None)
+        config = LlamaConfig.from_dict(data)
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{str(path / CONFIG)!r} is corrupt: {exc}") from exc
     plan = load_plan(path / PLAN, with_means=False)
     if config.num_hidden_layers != len(plan.kept_layers()):
@@ -245,8 +338,10 @@ def load_pruned(path: str | Path, device="cpu", dtype: torch.dtype | None = None
 def _check_state(model: nn.Module, state: dict, path: Path) -> None:
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
-        expected.pop("lm_head.weight", None)  # safetensors stores a shared tensor once
-        state.pop("lm_head.weight", None)
+        expected.pop("lm_head.weight", None)  # the head is the embedding; load_pruned ties them
+        head = state.pop("lm_head.weight", None)
+        if head is not None:  # directories written before the fix stored the shared tensor under this name
+            state.setdefault("model.embed_tokens.weight", head)
     found = {k: tuple(v.shape) for k, v in state.items()}
     problems = [f"missing {k}" for k in expected.keys() - found.keys()]
     problems += [f"unexpected {k}" for k in found.keys() - expected.keys()]

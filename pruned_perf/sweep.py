@@ -14,7 +14,7 @@ import torch
 
 from pruned_perf.errors import UserError
 from pruned_perf.measure import BACKENDS, Measurement, Point, free_memory
-from pruned_perf.variants import Profile, Variant, load_variant, saved_plan
+from pruned_perf.variants import Profile, Variant, load_variant, saved_plan, variant_fields
 
 
 def parse_ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -115,7 +115,9 @@ class ModelPool:
         self.device, self.dtype, self.cache_dir = device, dtype, cache_dir
         self.variant: Variant | None = None
         self.model = None
+        self.plan = None
         self._failed: dict[Variant, str] = {}
+        self._fields: dict[Variant, dict] = {}
 
     def get(self, variant: Variant):
         if variant != self.variant:
@@ -123,7 +125,7 @@ class ModelPool:
             if variant in self._failed:  # do not rebuild a 7B model for every point of a broken variant
                 raise RuntimeError(f"building {variant} failed earlier: {self._failed[variant]}")
             try:
-                self.model, _ = load_variant(variant, self.device, self.dtype, self.cache_dir)
+                self.model, self.plan = load_variant(variant, self.device, self.dtype, self.cache_dir)
             except Exception as exc:
                 self._failed[variant] = f"{type(exc).__name__}: {exc}"
                 self.release()
@@ -131,8 +133,17 @@ class ModelPool:
             self.variant = variant
         return self.model
 
+    def fields(self, variant: Variant) -> dict:
+        """The Measurement fields `variant` shares over its points (held-out perplexity, provenance):
+        computed once per session, on the model `get` built, and cached on disk beside its plan."""
+        if variant not in self._fields:
+            model = self.get(variant)
+            self._fields[variant] = variant_fields(variant, model, self.plan, self.device, self.dtype,
+                                                   self.cache_dir)
+        return dict(self._fields[variant])
+
     def release(self) -> None:
-        self.model, self.variant = None, None
+        self.model, self.plan, self.variant = None, None, None
         free_memory(self.device)
 
 

@@ -10,6 +10,8 @@ import math
 import random
 import statistics
 
+from pruned_perf.results import add_speedups
+
 FINGERPRINT = {
     "device": "cuda",
     "name": "NVIDIA H200",
@@ -26,6 +28,8 @@ METHOD_PARAMS = {"dense": 6_738_415_616, "llm-pruner": 4_900_000_000, "flap": 4_
                  "depth": 4_916_965_376}
 MODEL_SCALE = {"llama-7b": 1.0, "vicuna-13b": 1.9}
 BATCH_SIZES = (1, 8, 16, 32, 64, 128, 256, 384)
+# The steadiness probe's time on a steady machine (seconds).
+PROBE_S = 0.02
 
 
 def point_id(model, method, batch_size, input_tokens, output_tokens, backend="eager") -> str:
@@ -56,7 +60,7 @@ def make_point(model="llama-7b", method="dense", batch_size=1, input_tokens=12, 
     pid = point_id(model, method, batch_size, input_tokens, output_tokens, backend)
     params = params or int(METHOD_PARAMS.get(method, 5e9) * MODEL_SCALE.get(model, 1.0))
     info = {
-        "schema": 1, "id": pid, "model": model, "method": method, "params": params,
+        "schema": 2, "id": pid, "model": model, "method": method, "params": params,
         "weight_bytes": 2 * params, "batch_size": batch_size, "input_tokens": input_tokens,
         "output_tokens": output_tokens, "backend": backend, "dtype": "float16", "device": "cuda",
         "oom": oom or oom_skipped, "oom_skipped": oom_skipped, "layers": [],
@@ -64,15 +68,19 @@ def make_point(model="llama-7b", method="dense", batch_size=1, input_tokens=12, 
     }
     if oom or oom_skipped:
         info.update({k: None for k in ("latency_s", "latency_iqr_s", "latency_min_s", "tokens_per_s",
-                                       "ttft_s", "tpot_s", "peak_mem_bytes", "rounds_s", "ttft_rounds_s",
+                                       "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s",
+                                       "peak_mem_bytes", "probe_s", "speedup_vs_dense", "dense_probe_s",
                                        "decode_bw_frac")})
-        info["warmup_s"] = []
+        info.update({k: [] for k in ("rounds_s", "ttft_rounds_s", "tpot_rounds_s", "warmup_s", "probe_rounds_s",
+                                     "speedup_rounds")})
         return _entry(info, None)
     model_ttft_s, model_latency_s = model_times(model, method, batch_size, input_tokens, output_tokens, backend)
     latency_s = latency_s or model_latency_s
     ttft_s = ttft_s or model_ttft_s
     info["rounds_s"] = noisy(rng, latency_s, cv, rounds, noise)
-    info["ttft_rounds_s"] = noisy(rng, ttft_s, cv, rounds, noise)
+    # from the same calls as the rounds, as the suite measures them: a first token never after its call's end
+    info["ttft_rounds_s"] = [min(t, r) for t, r in zip(noisy(rng, ttft_s, cv, rounds, noise), info["rounds_s"])]
+    info["probe_rounds_s"] = noisy(rng, PROBE_S, 0.02, 6, noise)
     info["warmup_s"] = [3 * latency_s]
     info["peak_mem_bytes"] = peak_mem_bytes if peak_mem_bytes is not None else int(
         2 * params + batch_size * (input_tokens + output_tokens) * 524_288)
@@ -89,7 +97,11 @@ def refresh_summary(info: dict) -> None:
     info["latency_min_s"] = rounds[0]
     info["tokens_per_s"] = info["batch_size"] * info["output_tokens"] / info["latency_s"]
     info["ttft_s"] = statistics.median(info["ttft_rounds_s"])
-    info["tpot_s"] = (info["latency_s"] - info["ttft_s"]) / max(info["output_tokens"] - 1, 1)
+    steps = max(info["output_tokens"] - 1, 1)
+    info["tpot_rounds_s"] = [(r - t) / steps for r, t in zip(info["rounds_s"], info["ttft_rounds_s"])]
+    info["tpot_s"] = statistics.median(info["tpot_rounds_s"])
+    info["itl_p50_s"] = info["itl_p90_s"] = info["itl_max_s"] = info["tpot_s"]
+    info["probe_s"] = statistics.median(info["probe_rounds_s"])
     step_bytes = info["weight_bytes"]
     info["decode_bw_frac"] = step_bytes / info["tpot_s"] / info["device_copy_bytes_per_s"]
 
@@ -121,16 +133,20 @@ def _stats(rounds: list[float]) -> dict:
     }
 
 
-def make_results(benchmarks: list[dict], profile="smoke", fingerprint=None, schema=1, **fingerprint_changes) -> dict:
-    """A whole results file (pytest-benchmark JSON with machine_info.pruned_perf)."""
+def make_results(benchmarks: list[dict], profile="smoke", fingerprint=None, schema=2, run_id="run-1",
+                 failed=(), **fingerprint_changes) -> dict:
+    """A whole results file (pytest-benchmark JSON with machine_info.pruned_perf), speedups over dense
+    filled in as the perf suite does."""
     fp = dict(fingerprint or FINGERPRINT)
     fp.update(fingerprint_changes)
+    add_speedups(b["extra_info"] for b in benchmarks)
     return {
         "machine_info": {
             "node": "gpu-runner-1", "processor": "x86_64", "machine": "x86_64",
             "python_implementation": "CPython", "python_version": "3.11.7", "system": "Linux",
             "release": "6.8.0", "cpu": {"brand_raw": "AMD EPYC"},
-            "pruned_perf": {"schema": schema, "profile": profile, "fingerprint": fp},
+            "pruned_perf": {"schema": schema, "profile": profile, "fingerprint": fp, "run_id": run_id,
+                            "session": {"failed": list(failed)}},
         },
         "commit_info": {"id": "0" * 40, "time": "2025-01-01T00:00:00+00:00", "dirty": False,
                         "project": "pruned_perf", "branch": "main"},
@@ -160,16 +176,19 @@ def sweep(models=("llama-7b",), methods=("dense", "llm-pruner", "flap", "depth")
     return out
 
 
-def scale_point(results: dict, pid: str, factor: float, ttft_factor: float = 1.0) -> dict:
-    """A deep copy of results with one point's full rounds multiplied by factor (1.3 = 30% slower)."""
+def scale_point(results: dict, pid: str, factor: float, ttft_factor: float = 1.0, probe_factor: float = 1.0) -> dict:
+    """A deep copy of results with one point's full rounds multiplied by factor (1.3 = 30% slower),
+    its first-token times by ttft_factor and its steadiness probe by probe_factor (a slower machine)."""
     results = copy.deepcopy(results)
     for bench in results["benchmarks"]:
         info = bench["extra_info"]
         if info["id"] == pid:
             info["rounds_s"] = [r * factor for r in info["rounds_s"]]
-            info["ttft_rounds_s"] = [r * ttft_factor for r in info["ttft_rounds_s"]]
+            info["ttft_rounds_s"] = [min(t * ttft_factor, r) for t, r in zip(info["ttft_rounds_s"], info["rounds_s"])]
+            info["probe_rounds_s"] = [r * probe_factor for r in info["probe_rounds_s"]]
             refresh_summary(info)
             bench["stats"] = _stats(info["rounds_s"])
+            add_speedups(b["extra_info"] for b in results["benchmarks"])
             return results
     raise KeyError(pid)
 

@@ -6,7 +6,9 @@ import torch
 
 from pruned_perf.cli import main
 from pruned_perf.models import build_model
+from pruned_perf.plan import PrunePlan
 from pruned_perf.sizing import count_params
+from pruned_perf.surgery import apply, save_pruned
 
 
 def test_prune_writes_weights_plan_and_config_that_info_and_load_read(tmp_path, capsys):
@@ -83,7 +85,22 @@ def test_an_already_pruned_directory_cannot_be_pruned_again(tmp_path, capsys):
 def test_info_of_a_preset_allocates_nothing(capsys):
     assert main(["info", "vicuna-13b"]) == 0
     out = capsys.readouterr().out
-    assert "13,015,864,320 parameters, 40 layers" in out and "layer  39:  40 heads (40 kv), MLP 13824" in out
+    assert "13,015,864,320 parameters, 40 layers" in out
+    assert out.splitlines()[1:] == ["  layers 0..39: 40 heads (40 kv), MLP 13824"]  # one line, not 40
+
+
+def test_info_shows_each_run_of_identical_layers_once(tmp_path, capsys):
+    model = build_model("tiny-llama")
+    plan = PrunePlan("llm-pruner", "tiny-llama", 12, keep_heads={i: [0, 1] for i in range(4, 10)},
+                     keep_channels={i: list(range(100)) for i in range(4, 10)} | {10: list(range(200))})
+    save_pruned(apply(model, plan), plan, tmp_path / "p")
+    assert main(["info", str(tmp_path / "p")]) == 0
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "  layers 0..3: 4 heads (4 kv), MLP 352",
+        "  layers 4..9: 2 heads (2 kv), MLP 100",
+        "  layer 10: 4 heads (4 kv), MLP 200",
+        "  layer 11: 4 heads (4 kv), MLP 352",
+    ]
 
 
 def test_missing_or_corrupt_directories_exit_2(tmp_path, capsys):

@@ -79,7 +79,7 @@ def test_compare_one_point_30_percent_slower_exits_1(run, stored, raw, tmp_path,
     assert run(["compare", current, "--json", tmp_path / "verdicts.json"]) == 1
     verdicts = _verdicts(capsys.readouterr().out)
     assert {k: v for k, v in verdicts.items() if v != "unchanged"} == {
-        "depth/M8": "regressed (latency_s, tokens_per_s, tpot_s)"}
+        "depth/M8": "regressed (speedup_vs_dense)"}
     saved = json.loads((tmp_path / "verdicts.json").read_text())
     assert saved["has_regression"] is True
     assert [p["id"] for p in saved["points"] if p["status"] == "regressed"] == [slow]
@@ -90,7 +90,7 @@ def test_compare_thresholds_from_pyproject(run, stored, raw, tmp_path, capsys):
     current = write(tmp_path / "current.json", scale_point(raw, slow, 1.3))
     py = tmp_path / "custom.toml"
     py.write_text('[[tool.pruned_perf.groups]]\nmatch = "llama-7b-depth-*"\n'
-                  'latency_s = 0.5\ntokens_per_s = 0.5\ntpot_s = 0.5\n')
+                  'latency_s = 0.5\ntokens_per_s = 0.5\ntpot_s = 0.5\nspeedup_vs_dense = 0.5\n')
     assert run(["compare", current, "--pyproject", py, "--format", "plain"]) == 0
     assert "no regression" in capsys.readouterr().out
 
@@ -151,7 +151,7 @@ def _mutations():
         "malformed JSON": (lambda path, raw: open(path, "w").write('{"benchmarks": [}'), "malformed JSON"),
         "other schema": (lambda path, raw: write(path, _with(raw, lambda r: r["machine_info"]["pruned_perf"]
                                                             .update(schema=3))),
-                         r"results schema 3 is not supported \(supported schema: 1\)"),
+                         r"results schema 3 is not supported \(supported schema: 2\)"),
         "empty results": (lambda path, raw: write(path, _with(raw, lambda r: r.update(benchmarks=[]))),
                           "no benchmarks"),
         "no extra_info": (lambda path, raw: write(path, _with(raw, lambda r: [b.pop("extra_info")

@@ -101,26 +101,49 @@ def test_make_inputs_rejects_tiny_vocab():
 
 # --- timing fields --------------------------------------------------------------------------------
 
-@settings(max_examples=50, deadline=None)
-@given(rounds=st.lists(st.floats(0.01, 10.0), min_size=1, max_size=9),
-       ttft=st.lists(st.floats(0.001, 0.01), min_size=1, max_size=9),
-       out=st.integers(1, 512), batch=st.integers(1, 384))
-def test_timing_fields_follow_the_schema(rounds, ttft, out, batch):
-    p = point(batch=batch, out=out)
-    t = timing_fields(p, rounds, ttft)
+@st.composite
+def _calls(draw):
+    """Timed calls as the token clock sees them: each call's token times grow, and end before it does."""
+    out = draw(st.integers(1, 64))
+    n = draw(st.integers(1, 9))
+    rounds, traces = [], []
+    for _ in range(n):
+        gaps = draw(st.lists(st.floats(0.0, 0.5), min_size=out, max_size=out))
+        trace = [sum(gaps[:i + 1]) for i in range(out)]
+        traces.append(trace)
+        rounds.append(trace[-1] + draw(st.floats(1e-6, 0.1)))
+    return out, rounds, traces
+
+
+@settings(max_examples=80, deadline=None)
+@given(calls=_calls(), batch=st.integers(1, 384))
+def test_timing_fields_come_from_the_same_calls_and_keep_their_order(calls, batch):
+    out, rounds, traces = calls
+    t = timing_fields(point(batch=batch, out=out), rounds, traces)
     assert t["latency_s"] == statistics.median(rounds)
     assert t["latency_min_s"] == min(rounds) <= t["latency_s"]
     assert t["latency_iqr_s"] >= 0
     assert t["tokens_per_s"] == pytest.approx(batch * out / t["latency_s"])
-    assert t["ttft_s"] == statistics.median(ttft)
+    assert t["ttft_rounds_s"] == [trace[0] for trace in traces]
+    # by construction, whatever the machine did: no inverted or negative timing
+    assert 0 <= t["ttft_s"] <= t["latency_s"]
     if out == 1:
-        assert t["tpot_s"] is None
+        assert t["tpot_s"] is None and t["tpot_rounds_s"] == [] and t["itl_max_s"] is None
     else:
-        assert t["tpot_s"] == pytest.approx((t["latency_s"] - t["ttft_s"]) / (out - 1))
+        assert t["tpot_rounds_s"] == pytest.approx([(tr[-1] - tr[0]) / (out - 1) for tr in traces])
+        assert 0 <= t["tpot_s"] and 0 <= t["itl_p50_s"] <= t["itl_p90_s"] <= t["itl_max_s"]
+
+
+def test_inter_token_quantiles_pool_every_round():
+    traces = [[0.1, 0.2, 0.3, 0.7], [0.1, 0.2, 0.3, 0.4]]  # gaps 0.1 0.1 0.4 | 0.1 0.1 0.1
+    t = timing_fields(point(out=4), [1.0, 1.0], traces)
+    assert t["itl_p50_s"] == pytest.approx(0.1) and t["itl_max_s"] == pytest.approx(0.4)
+    assert t["itl_p90_s"] == pytest.approx(0.25)  # between the 5th and 6th of six gaps
+    assert t["tpot_rounds_s"] == pytest.approx([0.2, 0.1])
 
 
 def test_iqr_of_known_rounds():
-    t = timing_fields(point(), [1.0, 2.0, 3.0, 4.0, 5.0], [0.1])
+    t = timing_fields(point(out=1), [1.0, 2.0, 3.0, 4.0, 5.0], [[0.1]] * 5)
     assert t["latency_iqr_s"] == pytest.approx(2.0)
     assert t["latency_min_s"] == 1.0
 
@@ -131,13 +154,17 @@ def test_measurement_fields_consistent(model):
     p = point(batch=2, inp=8, out=8)
     m = measure(model, p, rounds=5, warmup=2)
     assert not m.oom and not m.oom_skipped
-    assert len(m.rounds_s) == 5 and len(m.ttft_rounds_s) == 5 and len(m.warmup_s) == 2
+    assert len(m.rounds_s) == 5 and len(m.ttft_rounds_s) == 5 and len(m.tpot_rounds_s) == 5
+    assert len(m.warmup_s) == 2
     assert m.latency_s == statistics.median(m.rounds_s)
     assert m.latency_min_s == min(m.rounds_s)
     assert m.tokens_per_s == pytest.approx(2 * 8 / m.latency_s)
     assert m.ttft_s == statistics.median(m.ttft_rounds_s)
-    assert m.ttft_s < m.latency_s
-    assert m.tpot_s == pytest.approx((m.latency_s - m.ttft_s) / 7)
+    assert all(0 < t <= r for t, r in zip(m.ttft_rounds_s, m.rounds_s))  # the same calls
+    assert m.tpot_s == statistics.median(m.tpot_rounds_s) > 0
+    assert m.itl_p50_s <= m.itl_p90_s <= m.itl_max_s
+    # the steadiness probe ran before each round and after the last
+    assert len(m.probe_rounds_s) == 6 and m.probe_s == statistics.median(m.probe_rounds_s) > 0
     assert m.peak_mem_bytes is None  # CPU cannot say
     assert (m.dtype, m.device, m.backend) == ("float32", "cpu", "eager")
     assert m.params == sum(p.numel() for p in model.parameters())
@@ -202,9 +229,8 @@ def test_generate_arguments_pin_the_length_and_greedy(model, monkeypatch):
 
     monkeypatch.setattr(model, "generate", spy)
     measure(model, point(batch=1, out=5), rounds=1)
-    full = [kw for kw in seen if kw["max_new_tokens"] == 5]
-    first_token = [kw for kw in seen if kw["max_new_tokens"] == 1]
-    assert len(full) == 2 and len(first_token) == 2  # warm-up + 1 round each
+    # warm-up + 1 round, and no separate one-token calls: the first token is timed within these
+    assert [kw["max_new_tokens"] for kw in seen] == [5, 5]
     for kw in seen:
         assert kw["min_new_tokens"] == kw["max_new_tokens"]
         assert kw["do_sample"] is False and kw["pad_token_id"] is not None
@@ -214,8 +240,8 @@ def test_generate_arguments_pin_the_length_and_greedy(model, monkeypatch):
 def test_timed_rounds_hook_times_the_full_calls(model, monkeypatch):
     calls = []
 
-    def hook(fn, rounds, warmup=0):
-        assert warmup == 0
+    def hook(fn, rounds, warmup=0, setup=None):
+        assert warmup == 0 and setup is not None  # the steadiness probe runs before each round
         calls.append(rounds)
         lengths = []
         real = model.generate
@@ -226,6 +252,7 @@ def test_timed_rounds_hook_times_the_full_calls(model, monkeypatch):
 
         monkeypatch.setattr(model, "generate", spy)
         for _ in range(rounds):
+            setup()
             fn()
         monkeypatch.setattr(model, "generate", real)
         assert lengths == [6] * rounds  # full calls, not one-token ones
@@ -238,7 +265,7 @@ def test_timed_rounds_hook_times_the_full_calls(model, monkeypatch):
 
 def test_timed_rounds_hook_must_return_every_round(model):
     with pytest.raises(RuntimeError, match="1 rounds.*expected 3"):
-        measure(model, point(batch=1, out=2), rounds=3, timed_rounds=lambda fn, rounds, warmup=0: [1.0])
+        measure(model, point(batch=1, out=2), rounds=3, timed_rounds=lambda fn, rounds, warmup=0, setup=None: [1.0])
 
 
 @pytest.mark.parametrize("rounds,warmup", [(0, 1), (5, 0)])
@@ -363,8 +390,9 @@ def test_oom_leaves_no_tensor_alive(model, monkeypatch):
 SCHEMA_FIELDS = {
     "schema", "id", "model", "method", "params", "weight_bytes", "batch_size", "input_tokens", "output_tokens",
     "backend", "dtype", "device", "oom", "oom_skipped", "latency_s", "latency_iqr_s", "latency_min_s",
-    "tokens_per_s", "ttft_s", "tpot_s", "peak_mem_bytes", "rounds_s", "ttft_rounds_s", "warmup_s",
-    "decode_bw_frac", "device_copy_bytes_per_s", "layers",
+    "tokens_per_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "peak_mem_bytes", "rounds_s",
+    "ttft_rounds_s", "tpot_rounds_s", "warmup_s", "probe_s", "probe_rounds_s", "speedup_vs_dense",
+    "speedup_rounds", "dense_probe_s", "decode_bw_frac", "device_copy_bytes_per_s", "layers",
 }
 
 
@@ -372,7 +400,7 @@ def test_measurement_round_trips_through_json(model):
     m = measure(model, point(batch=1, out=3), rounds=2)
     data = json.loads(json.dumps(m.to_dict()))
     assert set(data) == SCHEMA_FIELDS
-    assert data["schema"] == 1 and data["id"] == "tiny-dense-in8-out3-M1-eager"
+    assert data["schema"] == 2 and data["id"] == "tiny-dense-in8-out3-M1-eager"
     assert Measurement.from_dict(data) == m
 
 
@@ -386,8 +414,8 @@ def test_oom_measurement_serialises_null_timings(model, monkeypatch):
 
 def test_from_dict_rejects_other_schema_and_bad_id(model):
     data = measure(model, point(batch=1, out=2), rounds=1).to_dict()
-    with pytest.raises(UserError, match="schema 2"):
-        Measurement.from_dict({**data, "schema": 2})
+    with pytest.raises(UserError, match="schema 1"):
+        Measurement.from_dict({**data, "schema": 1})
     with pytest.raises(UserError, match="does not match"):
         Measurement.from_dict({**data, "id": "other"})
     with pytest.raises(UserError, match="params"):

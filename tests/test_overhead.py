@@ -5,6 +5,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from pruned_perf import overhead
+from pruned_perf.cli import main as cli_main
+from pruned_perf.errors import UserError
 from pruned_perf.measure import Point
 
 
@@ -39,7 +41,8 @@ def test_the_check_catches_a_slow_timed_path(model, monkeypatch):
     def slower(**kwargs):
         # only measure's path asks for dict-less output explicitly; a real regression could be anything
         if "return_dict_in_generate" in kwargs:
-            real(**kwargs)  # twice the work
+            # twice the work; the extra call feeds no token clock, which would count its tokens too
+            real(**{k: v for k, v in kwargs.items() if k != "streamer"})
         return real(**kwargs)
 
     monkeypatch.setattr(model, "generate", slower)
@@ -79,3 +82,20 @@ def test_main_runs_for_real_with_a_built_model(model, capsys):
     ratio = float(printed.split("measure/raw = ", 1)[1].split()[0])
     assert code == (0 if overhead.within_target(ratio) else 1)  # the exit code follows the printed figure
     assert "tiny-dense-in4-out4-M1-eager on cpu" in printed
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--rounds", "0"], "--rounds must be at least 1"),
+    (["--input-tokens", "5000"], "--input-tokens 5000 + --output-tokens 128 = 5128 tokens do not fit the model's "
+                                 "1024 positions (max_position_embeddings)"),
+    (["--input-tokens", "1000", "--output-tokens", "25"], "= 1025 tokens do not fit"),
+])
+def test_bad_overhead_input_is_one_error_line_and_exit_2(capsys, argv, message):
+    assert cli_main(["overhead", "--model", "tiny-llama", "--device", "cpu", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_check_overhead_refuses_zero_rounds(model):
+    with pytest.raises(UserError, match="at least 1"):
+        overhead.check_overhead(model, Point("tiny", "dense", 4, 4, 1), rounds=0)

@@ -75,14 +75,16 @@ def test_comparison_puts_regressions_first_with_delta_and_verdict(raw):
     text = render(cur, comparison)
     assert "Baseline base.json: REGRESSION; 1 regressed, 23 unchanged" in text
     # the regressions table comes before every per-shape table, and its shape's table comes first
-    assert text.index("### Regressions (3)") < text.index("### llama-7b in 82 out 512") < text.index(
+    # one stored run: the absolute times are within the drift allowance, the ratio to dense is not
+    assert "Baseline history: 1 run(s), fewer than 3: the spread between runs is unknown" in text
+    assert text.index("### Regressions (1)") < text.index("### llama-7b in 82 out 512") < text.index(
         "### llama-7b in 12 out 128")
     first = _cells(_table_lines(text, "llama-7b in 82 out 512")[0])
     assert first[:3] == ["flap", "4.90B", "8"]
-    assert first[-2:] == ["+30.0%", "regressed (latency_s, tokens_per_s, tpot_s)"]
-    regression_rows = [_cells(line) for line in _table_lines(text, "Regressions (3)")]
-    assert [r[1] for r in regression_rows] == ["latency_s", "tokens_per_s", "tpot_s"]
-    assert regression_rows[0][4] == "+30.0%"
+    assert first[-2:] == ["+30.0%", "regressed (speedup_vs_dense)"]
+    regression_rows = [_cells(line) for line in _table_lines(text, "Regressions (1)")]
+    assert [r[1] for r in regression_rows] == ["speedup_vs_dense"]
+    assert regression_rows[0][4] == f"{1 / 1.3 - 1:+.1%}"
 
 
 def test_comparison_shows_warnings_missing_and_newly_oom(raw):

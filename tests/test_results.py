@@ -7,7 +7,8 @@ import pytest
 from pruned_perf.errors import UserError
 from pruned_perf.atomic import write_json_atomic
 from pruned_perf.results import (
-    baseline_path, list_baselines, load_results, merge_results, resolve_baseline, store_baseline,
+    HISTORY_KEY, HISTORY_RUNS, baseline_path, list_baselines, load_results, merge_results, resolve_baseline,
+    store_baseline,
 )
 
 try:
@@ -25,7 +26,7 @@ def results_file(tmp_path):
 
 def test_load_results_reads_points_by_id(results_file):
     r = load_results(results_file)
-    assert r.profile == "smoke" and r.slug == SLUG and r.schema == 1
+    assert r.profile == "smoke" and r.slug == SLUG and r.schema == 2
     assert len(r.points) == 8
     pid = "llama-7b-flap-in12-out128-M1-eager"
     assert r.points[pid]["method"] == "flap" and len(r.points[pid]["rounds_s"]) == 5
@@ -40,8 +41,8 @@ def _bad(tmp_path, mutate):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda r: r["machine_info"]["pruned_perf"].update(schema=2),
-     r"results schema 2 is not supported \(supported schema: 1\)"),
+    (lambda r: r["machine_info"]["pruned_perf"].update(schema=1),
+     r"results schema 1 is not supported \(supported schema: 2\)"),
     (lambda r: r["machine_info"].pop("pruned_perf"), "no machine_info.pruned_perf.schema"),
     (lambda r: r.update(benchmarks=[]), "no benchmarks"),
     (lambda r: r["benchmarks"][1].pop("extra_info"), r"benchmark 1 \(test_generate\[.*M8-eager\]\) has no extra_info"),
@@ -49,7 +50,14 @@ def _bad(tmp_path, mutate):
     (lambda r: r["benchmarks"][1]["extra_info"].update(id=r["benchmarks"][0]["extra_info"]["id"]),
      r"duplicate point id .*M1-eager' \(benchmarks 0 and 1\)"),
     (lambda r: r["benchmarks"][0]["extra_info"].update(batch_size="8"), "extra_info.batch_size must be int"),
-    (lambda r: r["benchmarks"][0]["extra_info"].update(rounds_s=None), "rounds_s must be a list"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(rounds_s=None), "rounds_s must be a non-empty list"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(rounds_s=[1.0, float("nan")]), "rounds_s must be .*finite"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(rounds_s=[1.0, -1.0]), "rounds_s must be .*positive"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(rounds_s=[0.0]), "rounds_s must be .*positive"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(latency_s=float("inf")), "latency_s must be a finite positive"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(tokens_per_s=0), "tokens_per_s must be a finite positive"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(tpot_s=-0.01), "tpot_s must be a finite non-negative"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(ttft_rounds_s=[float("nan")]), "ttft_rounds_s must be"),
     (lambda r: r["machine_info"]["pruned_perf"]["fingerprint"].update(slug="../etc"), "not a file-safe name"),
 ])
 def test_invalid_results_give_one_clear_message(tmp_path, mutate, message):
@@ -82,7 +90,8 @@ def test_write_json_atomic_leaves_nothing_half_written(tmp_path):
 
 def test_store_baseline_and_list(tmp_path, results_file):
     store = tmp_path / "baselines"
-    dest = store_baseline(results_file, store)
+    dest, runs = store_baseline(results_file, store)
+    assert runs == 1
     assert dest == baseline_path(store, SLUG, "smoke") == store / SLUG / "smoke.json"
     assert load_results(dest).points.keys() == load_results(results_file).points.keys()
     [entry] = list_baselines(store)
@@ -93,7 +102,7 @@ def test_store_baseline_and_list(tmp_path, results_file):
 
 def test_store_baseline_refuses_other_hardware_or_schema_unless_forced(tmp_path, results_file):
     store = tmp_path / "baselines"
-    dest = store_baseline(results_file, store)
+    dest, _ = store_baseline(results_file, store)
     other = make_results([make_point()], slug="nvidia-h100-80gb")
     write(dest, other)  # a baseline for other hardware filed under this slug
     before = dest.read_bytes()
@@ -110,7 +119,7 @@ def test_store_baseline_refuses_other_hardware_or_schema_unless_forced(tmp_path,
 
 def test_store_baseline_of_invalid_results_changes_nothing(tmp_path, results_file):
     store = tmp_path / "baselines"
-    dest = store_baseline(results_file, store)
+    dest, _ = store_baseline(results_file, store)
     before = dest.read_bytes()
     bad = _bad(tmp_path, lambda r: r.update(benchmarks=[]))
     with pytest.raises(UserError, match="no benchmarks"):
@@ -132,7 +141,7 @@ def test_resolve_baseline_file_dir_and_auto(tmp_path, results_file):
     store = tmp_path / "baselines"
     with pytest.raises(UserError, match=f"no baseline for {SLUG} profile smoke: .*smoke.json does not exist"):
         resolve_baseline("auto", r, store)
-    dest = store_baseline(results_file, store)
+    dest, _ = store_baseline(results_file, store)
     assert resolve_baseline("auto", r, store) == dest
     assert resolve_baseline(str(store), r, tmp_path / "elsewhere") == dest  # <dir>/<slug>/<profile>.json
     assert resolve_baseline(str(store / SLUG), r) == dest  # <dir>/<profile>.json
@@ -149,21 +158,26 @@ def test_merge_results_concatenates_shards(tmp_path):
     b = write(tmp_path / "b.json", make_results(sweep(methods=("flap",), batch_sizes=(1, 8))))
     merged = merge_results([a, b])
     out = write(tmp_path / "m.json", merged)
-    assert len(load_results(out).points) == 4
+    points = load_results(out).points
+    assert len(points) == 4
     assert merged["machine_info"] == load_results(a).raw["machine_info"]
+    # the dense points were in another shard: the speedup is computed across shards
+    flap, dense = points["llama-7b-flap-in12-out128-M8-eager"], points["llama-7b-dense-in12-out128-M8-eager"]
+    assert flap["speedup_vs_dense"] == pytest.approx(dense["latency_s"] / flap["latency_s"])
 
 
 @pytest.mark.parametrize("change, message", [
     ({"slug": "nvidia-h100-80gb"}, "fingerprint slug 'nvidia-h200-140gb'.*fingerprint slug 'nvidia-h100-80gb'"),
     ({"profile": "paper"}, "profile 'smoke'.*profile 'paper'"),
+    ({"torch": "2.12.0"}, "torch '2.11.0'.*torch '2.12.0'"),
 ])
 def test_merge_refuses_different_runs(tmp_path, change, message):
     a = write(tmp_path / "a.json", make_results(sweep(methods=("dense",), batch_sizes=(1,))))
     raw = make_results(sweep(methods=("flap",), batch_sizes=(1,)))
-    if "slug" in change:
-        raw["machine_info"]["pruned_perf"]["fingerprint"]["slug"] = change["slug"]
-    else:
+    if "profile" in change:
         raw["machine_info"]["pruned_perf"]["profile"] = change["profile"]
+    else:
+        raw["machine_info"]["pruned_perf"]["fingerprint"].update(change)
     b = write(tmp_path / "b.json", raw)
     with pytest.raises(UserError, match=message) as err:
         merge_results([a, b])
@@ -175,8 +189,98 @@ def test_merge_refuses_overlapping_shards_and_bad_schema(tmp_path):
     b = write(tmp_path / "b.json", make_results(sweep(methods=("dense", "flap"), batch_sizes=(1,))))
     with pytest.raises(UserError, match="'llama-7b-dense-in12-out128-M1-eager' is in both .*a.json and .*b.json"):
         merge_results([a, b])
-    c = write(tmp_path / "c.json", make_results([make_point(method="flap")], schema=2))
-    with pytest.raises(UserError, match="c.json: results schema 2 is not supported"):
+    c = write(tmp_path / "c.json", make_results([make_point(method="flap")], schema=1))
+    with pytest.raises(UserError, match="c.json: results schema 1 is not supported"):
         merge_results([a, c])
     with pytest.raises(UserError, match="at least one"):
         merge_results([])
+
+
+def test_merge_joins_the_failed_tests_of_every_shard(tmp_path):
+    a = write(tmp_path / "a.json", make_results(sweep(methods=("dense",), batch_sizes=(1,)), failed=["t::a"]))
+    b = write(tmp_path / "b.json", make_results(sweep(methods=("flap",), batch_sizes=(1,)), failed=["t::b"]))
+    assert merge_results([a, b])["machine_info"]["pruned_perf"]["session"]["failed"] == ["t::a", "t::b"]
+
+
+# ---------------------------------------------------------------- speedups and the run history
+
+
+def test_speedup_over_dense_is_data_with_per_round_samples(results_file):
+    points = load_results(results_file).points
+    dense = points["llama-7b-dense-in12-out128-M1-eager"]
+    depth = points["llama-7b-depth-in12-out128-M1-eager"]
+    assert depth["speedup_vs_dense"] == pytest.approx(dense["latency_s"] / depth["latency_s"])
+    assert depth["speedup_rounds"] == pytest.approx([dense["latency_s"] / r for r in depth["rounds_s"]])
+    assert dense["speedup_vs_dense"] is None  # the dense model is the reference, not a ratio
+    assert points["llama-7b-depth-in12-out128-M8-eager"]["speedup_vs_dense"] is None  # OOM
+
+
+def _run(tmp_path, name, seed, **kwargs):
+    raw = make_results(sweep(batch_sizes=(1, 8), seed=seed), run_id=name, **kwargs)
+    return write(tmp_path / f"{name}.json", raw)
+
+
+def test_baseline_keeps_a_capped_history_of_runs_newest_last(tmp_path):
+    store = tmp_path / "baselines"
+    for i in range(HISTORY_RUNS + 2):
+        dest, runs = store_baseline(_run(tmp_path, f"run-{i}", seed=i), store)
+        assert runs == min(i + 1, HISTORY_RUNS)
+    stored = load_results(dest)
+    assert [run["run_id"] for run in stored.runs] == [f"run-{i}" for i in range(2, HISTORY_RUNS + 2)]
+    newest = stored.runs[-1]["points"]["llama-7b-flap-in12-out128-M8-eager"]
+    assert newest["latency_s"] == stored.points["llama-7b-flap-in12-out128-M8-eager"]["latency_s"]
+    assert newest["probe_s"] > 0
+    # storing the same run again replaces its entry instead of counting it twice
+    _, runs = store_baseline(_run(tmp_path, f"run-{HISTORY_RUNS + 1}", seed=0), store)
+    assert runs == HISTORY_RUNS
+
+
+def test_baseline_update_refuses_a_run_with_failed_tests_unless_forced(tmp_path):
+    store = tmp_path / "baselines"
+    bad = _run(tmp_path, "failing", seed=0, failed=["perf/test_generate.py::test_generate[x]"])
+    with pytest.raises(UserError, match=r"1 failed or errored test\(s\) \(perf/test_generate.py::test_generate\[x\]\)"):
+        store_baseline(bad, store)
+    assert not store.exists()
+    dest, _ = store_baseline(bad, store, force=True)
+    assert dest.is_file()
+
+
+def test_baseline_update_refuses_widely_spread_rounds_naming_the_points(tmp_path):
+    raw = make_results(sweep(batch_sizes=(1,)))
+    info = raw["benchmarks"][2]["extra_info"]
+    info["rounds_s"] = [1.0, 1.0, 2.0, 3.0, 3.0]  # interquartile range 2.0 over a median of 2.0
+    path = write(tmp_path / "r.json", raw)
+    with pytest.raises(UserError, match=rf"rounds spread more than 25% .* {info['id']} \(100%\)"):
+        store_baseline(path, tmp_path / "baselines")
+    assert not (tmp_path / "baselines").exists()
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda h: h.append({"points": {}, "slug": "nvidia-h100-80gb"}), r"pruned_perf_history\[1\] is from hardware"),
+    (lambda h: h[0].pop("points"), r"pruned_perf_history\[0\] is not a run summary"),
+    (lambda h: h[0]["points"].update(x={"latency_s": float("nan")}), "point 'x' has bad values for latency_s"),
+    (lambda h: h.clear(), "must be a non-empty list"),
+])
+def test_a_corrupt_history_is_one_error_and_the_store_stays_untouched(tmp_path, corrupt, message):
+    store = tmp_path / "baselines"
+    dest, _ = store_baseline(_run(tmp_path, "first", seed=0), store)
+    raw = json.loads(dest.read_text())
+    corrupt(raw[HISTORY_KEY])
+    write(dest, raw)
+    before = dest.read_bytes()
+    with pytest.raises(UserError, match=message):
+        load_results(dest)
+    with pytest.raises(UserError, match="existing baseline cannot be read.*--force"):
+        store_baseline(_run(tmp_path, "second", seed=1), store)
+    assert dest.read_bytes() == before
+
+
+def test_baseline_update_refuses_a_run_whose_machine_changed_speed(tmp_path):
+    raw = make_results(sweep(batch_sizes=(1,)))
+    info = raw["benchmarks"][1]["extra_info"]
+    info["probe_rounds_s"] = [r * 3 for r in info["probe_rounds_s"]]
+    info["probe_s"] *= 3
+    path = write(tmp_path / "r.json", raw)
+    with pytest.raises(UserError, match=rf"steadiness probe ran 3.\dx slower during {info['id']} than during"):
+        store_baseline(path, tmp_path / "baselines")
+    assert not (tmp_path / "baselines").exists()

@@ -13,16 +13,17 @@ from pruned_perf.sizing import count_params, dense_layer_params, embedding_param
 
 # (preset, method, flags) -> (expected output fragments, exact parameter count), from methods.md.
 REFERENCE = [
-    ("llama-7b", "depth", ["--target-params", "4.9B"], "blocks=9", 4_916_965_376),
-    ("vicuna-13b", "depth", ["--target-params", "9.5B"], "blocks=11", 9_526_615_040),
-    ("llama-7b", "depth", ["--ratio", str(6 / 32)], "blocks=6", 5_524_115_456),
-    ("llama-7b", "depth", ["--ratio", str(11 / 32)], "blocks=11", 4_512_198_656),
-    ("vicuna-13b", "depth", ["--ratio", str(8 / 40)], "blocks=8", 10_478_228_480),
-    ("vicuna-13b", "depth", ["--ratio", str(15 / 40)], "blocks=15", 8_257_797_120),
-    ("llama-7b", "llm-pruner", ["--ratio", "0.35"], "heads=21, kv_heads=21, mlp=7155, layers=[4, 30]",
+    ("llama-7b", "depth", ["--target-params", "4.9B"], "remove 9 of 32 blocks (keep 23)", 4_916_965_376),
+    ("vicuna-13b", "depth", ["--target-params", "9.5B"], "remove 11 of 40 blocks (keep 29)", 9_526_615_040),
+    ("llama-7b", "depth", ["--ratio", str(6 / 32)], "remove 6 of 32 blocks (keep 26)", 5_524_115_456),
+    ("llama-7b", "depth", ["--ratio", str(11 / 32)], "remove 11 of 32 blocks (keep 21)", 4_512_198_656),
+    ("vicuna-13b", "depth", ["--ratio", str(8 / 40)], "remove 8 of 40 blocks (keep 32)", 10_478_228_480),
+    ("vicuna-13b", "depth", ["--ratio", str(15 / 40)], "remove 15 of 40 blocks (keep 25)", 8_257_797_120),
+    # methods.md: layers 4..29 (the half-open range [4, 30)) keep 21 heads and d_ff 7155
+    ("llama-7b", "llm-pruner", ["--ratio", "0.35"], "layers 4..29 keep 21 of 32 heads (21 kv), MLP 7155 of 11008",
      4_907_642_880),
-    ("llama-7b", "llm-pruner", ["--ratio", "0.25"], "heads=24, kv_heads=24, mlp=8256", 5_422_977_024),
-    ("vicuna-13b", "llm-pruner", ["--ratio", "0.35"], "layers=[4, 38]", 9_240_939_520),
+    ("llama-7b", "llm-pruner", ["--ratio", "0.25"], "keep 24 of 32 heads (24 kv), MLP 8256 of 11008", 5_422_977_024),
+    ("vicuna-13b", "llm-pruner", ["--ratio", "0.35"], "layers 4..37 keep", 9_240_939_520),
 ]
 
 
@@ -113,8 +114,36 @@ def test_parse_param_count_rejects_nonsense(text):
     (["--model", "llama-7b", "--method", "depth", "--target-params", "1B"], "26 of 32 are candidates"),
     (["--model", "llama-7b", "--method", "depth"], "exactly one of a ratio or a target"),
     (["--model", "llama-7b", "--method", "llm-pruner", "--ratio", "0.3", "--layers", "4:40"], "not within 0:32"),
+    # an option the method does not take is refused, not ignored
+    (["--model", "llama-7b", "--method", "dense", "--ratio", "0.3"],
+     "--ratio does not apply to method dense; methods that take it: depth, flap, llm-pruner"),
+    (["--model", "llama-7b", "--method", "dense", "--target-params", "4.9B"],
+     "--target-params does not apply to method dense"),
+    (["--model", "llama-7b", "--method", "depth", "--ratio", "0.3", "--layers", "4:30"],
+     "--layers does not apply to method depth; methods that take it: llm-pruner"),
+    (["--model", "llama-7b", "--method", "flap", "--ratio", "0.3", "--layers", "4:30"],
+     "--layers does not apply to method flap; methods that take it: llm-pruner"),
+    (["--model", "llama-7b", "--method", "llm-pruner", "--ratio", "0.3", "--no-plus-rule"],
+     "--no-plus-rule does not apply to method llm-pruner; methods that take it: depth"),
+    (["--model", "llama-7b", "--method", "depth", "--ratio", "0.3", "--no-bias"],
+     "--no-bias does not apply to method depth; methods that take it: flap"),
 ])
 def test_bad_sizing_input_is_one_clear_error_and_exit_2(capsys, argv, message):
     assert main(["size", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_options_a_method_takes_are_accepted(capsys):
+    for argv in (["--method", "depth", "--ratio", "0.3", "--no-plus-rule"],
+                 ["--method", "llm-pruner", "--ratio", "0.3", "--layers", "2:30"],
+                 ["--method", "flap", "--ratio", "0.3", "--no-bias"]):
+        assert main(["size", "--model", "llama-7b", *argv]) == 0
+    assert "layers 2..29 keep" in capsys.readouterr().out
+
+
+def test_describe_without_a_config_still_says_removed_and_closed_ranges():
+    config = model_config("llama-7b")
+    assert methods.size("depth", config, ratio=0.3).describe().startswith("depth: remove 10 blocks ->")
+    assert "layers 4..29 keep 21 heads (21 kv), MLP 7155" in methods.size("llm-pruner", config, ratio=0.35).describe()
+    assert methods.size("dense", config).describe().startswith("dense: no pruning")

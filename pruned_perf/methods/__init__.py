@@ -1,7 +1,8 @@
 """The registry of pruning methods, and the one path every variant takes: size -> calibrate -> plan.
 
 A method is a module with NAME, CRITERIA (first = default), CALIB (its reference calibration, or None),
-`size(config, ratio=, target=, **opts) -> Sizing` and `plan(model, calib, sizing, criterion, **opts)`.
+GRADIENT_CRITERIA (the criteria that backpropagate), `size(config, ratio=, target=, **opts) -> Sizing`
+and `plan(model, calib, sizing, criterion, **opts)`.
 """
 from __future__ import annotations
 
@@ -56,6 +57,11 @@ def needs_calibration(name: str, criterion: str | None) -> bool:
     return get_method(name).CALIB is not None and criterion != "magnitude"
 
 
+def needs_gradients(name: str, criterion: str | None) -> bool:
+    """Whether scoring backpropagates: then a float32 planning copy needs twice the model's memory."""
+    return check_criterion(name, criterion) in get_method(name).GRADIENT_CRITERIA
+
+
 def check_criterion(name: str, criterion: str | None) -> str:
     """The criterion to use (the method's first by default); an unknown one is a UserError."""
     method = get_method(name)
@@ -85,6 +91,8 @@ def make_plan(model, name: str, sizing: Sizing, source: str, criterion: str | No
     plan = method.plan(model, ids, sizing, criterion, **method_options(name, options))
     plan.source = source
     plan.settings["expected_params"] = sizing.params
+    if name != "dense":  # which numerics scored the plan (float32 unless the model did not fit)
+        plan.settings["scoring_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
     if calibration is not None:
         plan.settings["calibration"] = calibration.describe()
     return plan

@@ -7,6 +7,7 @@ from pruned_perf.sizing import Sizing, count_params
 NAME = "dense"
 CRITERIA = ("none",)
 CALIB = None
+GRADIENT_CRITERIA = ()
 
 
 def size(config, ratio=None, target=None) -> Sizing:

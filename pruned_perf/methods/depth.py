@@ -16,6 +16,7 @@ from pruned_perf.sizing import Sizing, check_ratio, check_target, count_params, 
 NAME = "depth"
 CRITERIA = ("ppl", "taylor", "magnitude")
 CALIB = CalibSpec(samples=10, seq_len=128, seed=0)  # the paper: 10 windows of 128 tokens
+GRADIENT_CRITERIA = ("taylor",)  # ppl runs forward passes only; magnitude reads the weights
 
 
 def candidates(num_layers: int, plus_rule: bool = True) -> list[int]:

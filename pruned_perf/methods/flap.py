@@ -16,6 +16,7 @@ from pruned_perf.sizing import Sizing, check_ratio, check_target, count_params, 
 NAME = "flap"
 CRITERIA = ("AL-AM", "UL-UM")  # adaptive across layers and modules; uniform in every layer
 CALIB = CalibSpec(samples=1024, seq_len=128, seed=0)  # reference: 1024 x 128 tokens of WikiText-2
+GRADIENT_CRITERIA = ()  # statistics of forward activations only
 BATCH = 16  # calibration windows per forward pass
 
 

@@ -21,6 +21,7 @@ NAME = "llm-pruner"
 # second: W*g - 1/2 W*(g^2)*W with the squared per-sample gradient as a diagonal Fisher.
 CRITERIA = ("element", "vector", "second")
 CALIB = CalibSpec(samples=10, seq_len=64, seed=42)  # reference: 10 samples x 64 tokens, seed 42
+GRADIENT_CRITERIA = CRITERIA
 
 
 def layer_range(config, layers=None) -> tuple[int, int]:

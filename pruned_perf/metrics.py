@@ -1,0 +1,80 @@
+"""The gated metrics: one table that compare, config, the baseline history and report read.
+
+Torch-free. A metric's samples are built from a point's raw rounds (`extra_info` of the results
+schema), so a verdict can test the rounds and not only their medians. Adding a metric is one entry
+here plus the code that measures its rounds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+LOWER_IS_BETTER = "lower"
+HIGHER_IS_BETTER = "higher"
+
+
+def is_number(value) -> bool:
+    """A real, finite number (bool is an int subclass, but True is no latency)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _rounds(field: str) -> Callable[[dict], list]:
+    def samples(point: dict) -> list:
+        values = point.get(field)
+        return [float(v) for v in values if is_number(v)] if isinstance(values, list) else []
+    return samples
+
+
+def _probe(point: dict) -> float | None:
+    """How slow the machine was while the point ran (the steadiness probe): a slower machine makes
+    every absolute time look worse."""
+    value = point.get("probe_s")
+    return float(value) if is_number(value) and value > 0 else None
+
+
+def _probe_vs_dense(point: dict) -> float | None:
+    """A machine slower during this point than during its dense point makes its speedup look worse."""
+    own, dense = _probe(point), point.get("dense_probe_s")
+    return own / dense if own is not None and is_number(dense) and dense > 0 else None
+
+
+def _throughput(point: dict) -> list:
+    tokens = (point.get("batch_size") or 0) * (point.get("output_tokens") or 0)
+    rounds = _rounds("rounds_s")(point)
+    return [tokens / r for r in rounds] if tokens > 0 and all(r > 0 for r in rounds) else []
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    better: str
+    # An absolute time moves with the machine's speed from one run to the next; a ratio measured
+    # within one run (speedup over dense) and the allocator's peak memory do not.
+    drifts: bool
+    threshold: float  # default relative change of the median that counts
+    samples: Callable[[dict], list] | None  # None: one deterministic number, the summary field itself
+    label: str
+    # how much the machine's state made this metric look worse during a point; None: it cannot
+    machine: Callable[[dict], float | None] | None = None
+
+    def value(self, point: dict) -> float | None:
+        """The point's summary value of this metric (its median), or None where it has none."""
+        value = point.get(self.name)
+        return float(value) if is_number(value) else None
+
+
+METRICS = (
+    Metric("latency_s", LOWER_IS_BETTER, True, 0.05, _rounds("rounds_s"), "latency", _probe),
+    Metric("tokens_per_s", HIGHER_IS_BETTER, True, 0.05, _throughput, "throughput", _probe),
+    Metric("ttft_s", LOWER_IS_BETTER, True, 0.05, _rounds("ttft_rounds_s"), "time to first token", _probe),
+    Metric("tpot_s", LOWER_IS_BETTER, True, 0.05, _rounds("tpot_rounds_s"), "time per output token", _probe),
+    Metric("speedup_vs_dense", HIGHER_IS_BETTER, False, 0.05, _rounds("speedup_rounds"), "speedup vs dense",
+           _probe_vs_dense),
+    Metric("peak_mem_bytes", LOWER_IS_BETTER, False, 0.02, None, "peak memory"),
+    # Held-out perplexity of the timed model: a function of the plan and the code that builds the model,
+    # not of the machine's speed, so it does not drift; one number per variant, no rounds.
+    Metric("ppl", LOWER_IS_BETTER, False, 0.02, None, "held-out perplexity"),
+)
+BY_NAME = {m.name: m for m in METRICS}
+DEFAULT_THRESHOLDS = {m.name: m.threshold for m in METRICS}
