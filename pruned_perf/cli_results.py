@@ -68,6 +68,7 @@ def _add_report(sub) -> None:
 def _add_plot(sub) -> None:
     p = _results_command(sub, "plot", None, help="throughput-latency figure like the reference figure")
     p.add_argument("--out", required=True, metavar="FIG.png|FIG.svg")
+    p.add_argument("--quality", action="store_true", help="held-out perplexity against throughput")
     p.set_defaults(func=cmd_plot)
 
 
@@ -141,7 +142,7 @@ def cmd_plot(args) -> int:
               "plotting without one", file=sys.stderr)
         args.baseline = None
     baseline, comparison = _compare_with_baseline(args, current)
-    plot(current, args.out, baseline=baseline, comparison=comparison)
+    plot(current, args.out, baseline=baseline, comparison=comparison, quality=args.quality)
     print(f"wrote {args.out}")
     return EXIT_OK
 

@@ -10,9 +10,8 @@ decided in three steps (the rule, and the false-alarm rates measured with it, ar
 2. Between runs: the whole machine is faster or slower from one run to the next, while rounds within
    a run stay tight, so a significant change must also lie beyond the median of every stored run of
    the baseline (its history, up to 10 runs) by more than the threshold. With fewer than MIN_HISTORY
-   stored runs the spread between runs is unknown: an absolute time must then move by more than
-   `drift_allowance`, measured in A/A runs; a ratio measured within one run (speedup over dense) and
-   memory need only the threshold. Else `noisy`.
+   stored runs the spread between runs is unknown: a time or a speedup must then move by more than
+   `drift_allowance`, measured in A/A runs; memory needs only the threshold. Else `noisy`.
 3. Steadiness: a time that got worse while the steadiness probe of its point says the machine was
    markedly slower (probe median more than `probe_tolerance` above the baseline's) or noisier (probe
    rounds spread over more than twice that, and twice the baseline's spread) is `noisy`, not
@@ -171,12 +170,12 @@ def sample_verdict(metric: str, baseline: list[float], current: list[float], thr
     return verdict
 
 
-def memory_verdict(baseline: float, current: float, threshold: float) -> MetricVerdict:
-    """Peak memory is deterministic for a given shape: the threshold alone decides."""
+def memory_verdict(baseline: float, current: float, threshold: float, metric: str = "peak_mem_bytes") -> MetricVerdict:
+    """A deterministic metric (peak memory, perplexity) has one number per point: the threshold decides."""
     change = relative_change(baseline, current)
-    verdict = MetricVerdict("peak_mem_bytes", baseline, current, change, None, UNCHANGED, threshold, 1, 1)
+    verdict = MetricVerdict(metric, baseline, current, change, None, UNCHANGED, threshold, 1, 1)
     if abs(change) > threshold:
-        verdict.verdict = REGRESSED if _is_bad("peak_mem_bytes", change) else IMPROVED
+        verdict.verdict = REGRESSED if _is_bad(metric, change) else IMPROVED
     return verdict
 
 
@@ -189,7 +188,7 @@ def between_runs_reason(metric: Metric, verdict: MetricVerdict, history: list[fl
 
     The current median must be worse (or better) than every stored run's median by more than the
     threshold; with fewer than MIN_HISTORY stored runs, by more than the drift allowance too, for
-    absolute times. Compared on the log scale, so that latency +40% and throughput /1.4 are alike.
+    metrics that drift. Compared on the log scale, so that latency +40% and throughput /1.4 are alike.
     """
     values = [v for v in history if v is not None and v > 0] or [verdict.baseline_median]
     allowance = verdict.threshold
@@ -264,7 +263,7 @@ def _metric_verdict(metric: Metric, baseline: dict, current: dict, history: list
         base, cur = metric.value(baseline), metric.value(current)
         if base is None and cur is None:
             return None
-        verdict = memory_verdict(base, cur, threshold) if None not in (base, cur) else \
+        verdict = memory_verdict(base, cur, threshold, metric.name) if None not in (base, cur) else \
             _one_sided(metric.name, "current" if base is not None else "baseline")
     else:
         base, cur = metric.samples(baseline), metric.samples(current)

@@ -197,6 +197,7 @@ def _make_sweep(config):
 def _check_models(names) -> None:
     """Every model must exist and be a LLaMA before the first point: a typo is one usage error, not a
     traceback per point after minutes of other points."""
+    from pruned_perf.errors import UserError
     from pruned_perf.models import model_config
     from pruned_perf.variants import saved_plan
 

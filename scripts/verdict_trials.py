@@ -103,10 +103,11 @@ def main(argv=None) -> int:
     parser.add_argument("kind", choices=sorted(EXPECT_REGRESSION))
     parser.add_argument("trials", type=int)
     parser.add_argument("--out", default="verdict-trials", type=Path)
-    parser.add_argument("pytest_args", nargs="*", help="after --: options for pytest perf/")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [trial(args.kind, i + 1, args.out, args.pytest_args) for i in range(args.trials)]
+    results = [trial(args.kind, i + 1, args.out, pytest_args) for i in range(args.trials)]
     print(f"{args.kind}: {sum(results)} of {len(results)} trials as expected")
     return 0 if all(results) else 1
 

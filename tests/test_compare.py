@@ -69,9 +69,9 @@ def _rates(trials, cv, noise, seed, config=None, **run_kwargs):
 
 
 TIMES = ("latency_s", "tokens_per_s", "ttft_s", "tpot_s")
-# Drift of the machine's speed between runs, as a lognormal sigma: none, and 1.5%, enough to make step 1
+# Drift of the machine's speed between runs, as a lognormal sigma: none, and 1%, enough to make step 1
 # alone cry wolf (see the test below).
-DRIFT = st.sampled_from([0.0, 0.015])
+DRIFT = st.sampled_from([0.0, 0.01])
 
 
 # ---------------------------------------------------------------- acceptance properties (simulated)
@@ -79,7 +79,7 @@ DRIFT = st.sampled_from([0.0, 0.015])
 # 16000 trials: the true per-metric rate is at most 0.79% (alpha), 3 standard errors below 1%.
 @SIM
 @given(cv=st.floats(0.05, 0.10), noise=NOISE, seed=st.integers(0, 2**32 - 1), drift=DRIFT)
-@example(cv=0.10, noise="lognormal", seed=1, drift=0.015)
+@example(cv=0.10, noise="lognormal", seed=1, drift=0.01)
 def test_identical_code_rarely_regresses_even_when_the_machine_drifts(cv, noise, seed, drift):
     metric, point = _rates(16000, cv, noise, seed, drift=drift, history=HISTORY_RUNS)
     for name in TIMES:
@@ -92,7 +92,7 @@ def test_identical_code_rarely_regresses_even_when_the_machine_drifts(cv, noise,
 
 @SIM
 @given(noise=NOISE, seed=st.integers(0, 2**32 - 1), drift=DRIFT)
-@example(noise="normal", seed=7, drift=0.015)
+@example(noise="normal", seed=7, drift=0.01)
 def test_twenty_percent_slowdown_at_five_percent_noise_is_caught(noise, seed, drift):
     metric, point = _rates(2000, 0.05, noise, seed, drift=drift, history=HISTORY_RUNS, rounds_factor=1.2)
     assert metric("latency_s", "regressed") >= 0.95
@@ -112,9 +112,9 @@ def test_without_the_between_run_step_drift_reads_as_regression():
 
 
 @settings(max_examples=20, derandomize=True, deadline=None)
-@given(factor=st.floats(1.6, 3.0), seed=st.integers(0, 2**32 - 1), noise=NOISE)
+@given(factor=st.floats(2.2, 4.0), seed=st.integers(0, 2**32 - 1), noise=NOISE)
 def test_direction_is_right_for_every_metric(factor, seed, noise):
-    """With one stored run an absolute time counts only beyond the drift allowance (50%): factors from 1.6."""
+    """With one stored run a time counts only beyond the drift allowance (100%): factors from 2.2."""
     rng, config = random.Random(seed), Config()
 
     def verdicts(**factors):
@@ -256,10 +256,11 @@ def test_self_comparison_is_all_unchanged():
 def test_one_slower_point_and_only_it_regresses():
     raw = make_results(sweep(batch_sizes=(1, 8, 64)))
     slow = point_id("llama-7b", "flap", 8, 12, 128)
-    c = cmp.compare(results_from_dict(scale_point(raw, slow, 1.3), "cur.json"), results_from_dict(raw, "base.json"))
+    # one stored run: only a change beyond the drift allowance (100%) counts
+    c = cmp.compare(results_from_dict(scale_point(raw, slow, 2.5), "cur.json"), results_from_dict(raw, "base.json"))
     assert c.has_regression
     assert [p.id for p in c.points if p.status == "regressed"] == [slow]
-    assert c.by_id()[slow].metric("latency_s").change == pytest.approx(0.3)
+    assert c.by_id()[slow].metric("latency_s").change == pytest.approx(1.5)
 
 
 def _history_file(raw, runs: int, seed: int = 11) -> dict:
@@ -277,7 +278,7 @@ def _history_file(raw, runs: int, seed: int = 11) -> dict:
 
 def test_one_stored_run_reads_a_like_slowdown_of_every_point_as_drift():
     """The whole machine 30% slower (every point alike): with one stored run that is within the drift
-    allowance, and the ratios to dense did not move, so nothing regressed; the report says why."""
+    allowance, so nothing regressed; the verdict says why."""
     raw = make_results(sweep(batch_sizes=(1, 8, 64)))
     slower = raw
     for pid in [b["extra_info"]["id"] for b in raw["benchmarks"]]:
@@ -285,7 +286,7 @@ def test_one_stored_run_reads_a_like_slowdown_of_every_point_as_drift():
     c = cmp.compare(results_from_dict(slower, "cur.json"), results_from_dict(raw, "base.json"))
     assert not c.has_regression and c.history_runs == 1
     latency = c.by_id()[point_id("llama-7b", "flap", 8, 12, 128)].metric("latency_s")
-    assert latency.verdict == "noisy" and "spread between runs unknown, allowing 50%" in latency.reason
+    assert latency.verdict == "noisy" and "spread between runs unknown, allowing 100%" in latency.reason
 
 
 def test_with_a_history_a_slowdown_beyond_every_stored_run_regresses():
@@ -309,14 +310,16 @@ def test_a_slowdown_while_the_probe_says_the_machine_was_slower_is_noisy_not_reg
     assert cmp.compare(results_from_dict(steady, "cur.json"), base).by_id()[slow].status == "regressed"
 
 
-def test_a_pruned_model_that_lost_its_speedup_regresses_even_with_one_stored_run():
-    """The ratio to dense is measured within one run: the machine's drift cancels out of it."""
+def test_a_pruned_model_that_lost_its_speedup_regresses_once_the_history_knows_the_spread():
     raw = make_results(sweep(batch_sizes=(1, 8, 64)))
     slow = point_id("llama-7b", "depth", 1, 12, 128)
-    c = cmp.compare(results_from_dict(scale_point(raw, slow, 1.3), "cur.json"), results_from_dict(raw, "base.json"))
-    speedup = c.by_id()[slow].metric("speedup_vs_dense")
+    current = results_from_dict(scale_point(raw, slow, 1.3), "cur.json")
+    speedup = cmp.compare(current, results_from_dict(_history_file(raw, runs=4), "base.json")).by_id()[slow] \
+        .metric("speedup_vs_dense")
     assert speedup.verdict == "regressed" and speedup.change == pytest.approx(1 / 1.3 - 1, rel=0.05)
-    assert c.by_id()[slow].metric("latency_s").verdict == "noisy"
+    # one stored run: on a shared CPU even the ratio to dense drifts between runs (A/A: 0.57x..1.67x)
+    one_run = cmp.compare(current, results_from_dict(raw, "base.json")).by_id()[slow].metric("speedup_vs_dense")
+    assert one_run.verdict == "noisy"
 
 
 def test_a_speedup_inflated_by_a_busy_machine_during_the_dense_point_is_not_a_reference():
@@ -378,9 +381,9 @@ def test_software_versions_are_warnings_not_errors():
 def test_group_override_changes_threshold_for_matching_points():
     raw = make_results(sweep(methods=("dense", "flap"), batch_sizes=(1,)))
     slow = point_id("llama-7b", "flap", 1, 12, 128)
-    cur, base = results_from_dict(scale_point(raw, slow, 1.3), "c.json"), results_from_dict(raw, "b.json")
-    lenient = config_from_table({"groups": [{"match": "llama-7b-flap-*", "latency_s": 0.5, "tokens_per_s": 0.5,
-                                             "tpot_s": 0.5, "speedup_vs_dense": 0.5}]})
+    cur, base = results_from_dict(scale_point(raw, slow, 2.5), "c.json"), results_from_dict(raw, "b.json")
+    lenient = config_from_table({"groups": [{"match": "llama-7b-flap-*", "latency_s": 2.0, "tokens_per_s": 2.0,
+                                             "tpot_s": 2.0, "speedup_vs_dense": 2.0}]})
     assert not cmp.compare(cur, base, lenient).has_regression
     strict_elsewhere = config_from_table({"groups": [{"match": "llama-7b-dense-*", "latency_s": 0.5}]})
     assert cmp.compare(cur, base, strict_elsewhere).has_regression

@@ -393,6 +393,7 @@ SCHEMA_FIELDS = {
     "tokens_per_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "peak_mem_bytes", "rounds_s",
     "ttft_rounds_s", "tpot_rounds_s", "warmup_s", "probe_s", "probe_rounds_s", "speedup_vs_dense",
     "speedup_rounds", "dense_probe_s", "decode_bw_frac", "device_copy_bytes_per_s", "layers",
+    "ppl", "ppl_source", "ppl_tokens", "plan_dtype", "structure_from_random_weights",
 }
 
 

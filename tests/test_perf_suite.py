@@ -36,6 +36,7 @@ SCHEMA_FIELDS = {
     "tokens_per_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "peak_mem_bytes", "rounds_s",
     "ttft_rounds_s", "tpot_rounds_s", "warmup_s", "probe_s", "probe_rounds_s", "speedup_vs_dense",
     "speedup_rounds", "dense_probe_s", "decode_bw_frac", "device_copy_bytes_per_s", "layers",
+    "ppl", "ppl_source", "ppl_tokens", "plan_dtype", "structure_from_random_weights",
 }
 TIMING_FIELDS = ("latency_s", "latency_iqr_s", "latency_min_s", "tokens_per_s", "ttft_s", "tpot_s",
                  "itl_p50_s", "itl_p90_s", "itl_max_s", "probe_s", "speedup_vs_dense", "dense_probe_s",
@@ -497,7 +498,7 @@ def test_shards_collect_disjoint_parts_of_the_whole(pytester, clean_env):
     whole = _collect(pytester, "--pp-profile", "quick")
     first = _collect(pytester, "--pp-profile", "quick", "--pp-shard", "1/2")
     second = _collect(pytester, "--pp-profile", "quick", "--pp-shard", "2/2")
-    assert len(whole) == 16
+    assert len(whole) == 24
     assert first and second
     assert not set(first) & set(second)
     assert sorted(first + second) == sorted(whole)

@@ -272,3 +272,17 @@ def test_plan_key_of_a_model_directory_follows_its_files(tmp_path):
     assert plan_key(variant, torch.float32, CPU) == key
     weights.write_bytes(b"y" * 11)  # another checkpoint in the same place
     assert plan_key(variant, torch.float32, CPU) != key
+
+
+def test_quick_profile_measures_the_real_model_at_about_100m_parameters():
+    from pruned_perf.models import model_config
+
+    quick = get_profile("quick")
+    smollm2 = [v for v in quick.variants if v.model == "smollm2-135m"]
+    assert [v.method for v in smollm2] == ["dense", "llm-pruner", "flap", "depth"]
+    assert quick.dtype == "float32" and quick.batches == (1, 8) and (quick.inputs, quick.outputs) == ((12,), (32,))
+    config = model_config("smollm2-135m")  # sizes come from the config: no weights needed
+    for variant in smollm2[1:]:
+        assert abs(variant.sizing(config).params / 100e6 - 1) < 0.01, variant
+    # calibration cut for a 2-core CPU: the depth ppl criterion runs the model once per candidate block
+    assert {v.method: v.calib_spec().samples for v in smollm2[1:]} == {"llm-pruner": 10, "flap": 64, "depth": 4}
