@@ -203,7 +203,7 @@ def _check_models(names) -> None:
 
     twice = sorted({n for n in names if list(names).count(n) > 1})
     if twice:
-        raise UserError(f"--pp-models lists {', '.join(twice)} more than once")
+        raise UserError(f"--pp-models {','.join(names)} lists {', '.join(twice)} more than once")
     for name in names:
         if saved_plan(name) is None:  # a directory saved by `pruned-perf prune` is checked when it loads
             model_config(name)
