@@ -75,7 +75,7 @@ def _history_line(comparison: Comparison) -> str:
     runs = comparison.history_runs
     if runs < MIN_HISTORY:
         text = (f"Baseline history: {runs} run(s), fewer than {MIN_HISTORY}: the spread between runs is unknown, "
-                f"so absolute times count only beyond the drift allowance; speedup vs dense and memory gate as usual")
+                f"so times and speedups count only beyond the drift allowance; memory and perplexity gate as usual")
     else:
         text = f"Baseline history: {runs} runs; a change must lie beyond the spread of their medians"
     factor = comparison.machine_factor
