@@ -6,8 +6,11 @@ the second run with it, as a team's first CI runs would:
 
     python scripts/verdict_trials.py aa 5                  # identical code twice: expect no `regressed`
     python scripts/verdict_trials.py hog 3                 # a CPU hog during the second run: no `regressed`
-    python scripts/verdict_trials.py threads 3 -- --pp-models smollm2-135m
-                                                           # 2 threads, then 1 (a real slowdown): caught
+    python scripts/verdict_trials.py threads 3 --history 3 # 2 threads, then 1 (a real slowdown): caught
+
+With `--history N` (N > 1) the script first stores N steady runs in ONE baseline, and every trial's
+second run is compared with that history, as a team's CI is once its history has filled: only then is
+the spread between runs known, and a change smaller than the one-run drift allowance can be caught.
 
 Arguments after `--` go to `pytest perf/` (default: the quick profile). Prints one line per trial and
 the counts of every status; writes everything under --out (default ./verdict-trials/). The exit
@@ -53,13 +56,24 @@ def cpu_hog(active: bool):
             hog.wait()
 
 
-def store(out: Path, name: str, results: Path) -> Path | None:
-    """The baselines dir holding `results`, or None when `baseline update` refused it (an unsteady run)."""
-    where = out / f"{name}-baselines"
+def store(where: Path, name: str, results: Path) -> bool:
+    """Append `results` to the baseline in `where`; False when `baseline update` refused it (unsteady)."""
     done = subprocess.run([sys.executable, "-m", "pruned_perf.cli", "baseline", "update", str(results),
                            "--baselines-dir", str(where)], capture_output=True, text=True)
     if done.returncode != 0:
         print(f"{name}: baseline refused: {done.stderr.strip()}", flush=True)
+    return done.returncode == 0
+
+
+def build_baseline(out: Path, name: str, extra: list[str], runs: int, threads: int | None) -> Path | None:
+    """A fresh baselines dir holding `runs` steady runs, or None when too many runs were refused."""
+    where = out / f"{name}-baselines"
+    stored = attempts = 0
+    while stored < runs and attempts < runs + MAX_ATTEMPTS - 1:  # as a team would: only good runs are kept
+        attempts += 1
+        stored += store(where, f"{name}-a{attempts}", run_suite(out, f"{name}-a{attempts}", extra, threads))
+    if stored < runs:
+        print(f"{name}: only {stored} of {runs} runs steady in {attempts} attempts", flush=True)
         return None
     return where
 
@@ -77,16 +91,12 @@ def compare(out: Path, name: str, current: Path, store: Path) -> tuple[int, dict
     return done.returncode, counts
 
 
-def trial(kind: str, i: int, out: Path, extra: list[str]) -> bool:
+def trial(kind: str, i: int, out: Path, extra: list[str], shared: Path | None) -> bool:
     name = f"{kind}-{i}"
-    baselines = None
-    for attempt in range(1, MAX_ATTEMPTS + 1):  # as a team would: only a good run becomes the baseline
-        first = run_suite(out, f"{name}-a{attempt}", extra, threads=2 if kind == "threads" else None)
-        baselines = store(out, f"{name}-a{attempt}", first)
-        if baselines is not None:
-            break
+    first_threads = 2 if kind == "threads" else None
+    baselines = shared or build_baseline(out, name, extra, 1, first_threads)
     if baselines is None:
-        print(f"{name}: no steady first run in {MAX_ATTEMPTS} attempts; trial not counted", flush=True)
+        print(f"{name}: trial not counted", flush=True)
         return False
     with cpu_hog(kind == "hog"):
         second = run_suite(out, f"{name}-b", extra, threads=1 if kind == "threads" else None)
@@ -103,11 +113,21 @@ def main(argv=None) -> int:
     parser.add_argument("kind", choices=sorted(EXPECT_REGRESSION))
     parser.add_argument("trials", type=int)
     parser.add_argument("--out", default="verdict-trials", type=Path)
+    parser.add_argument("--history", default=1, type=int,
+                        help="steady runs in one shared baseline (default 1: a fresh one-run baseline per trial)")
     argv = sys.argv[1:] if argv is None else argv
     pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if args.trials < 1 or args.history < 1:
+        parser.error(f"trials ({args.trials}) and --history ({args.history}) must be at least 1")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [trial(args.kind, i + 1, args.out, pytest_args) for i in range(args.trials)]
+    shared = None
+    if args.history > 1:
+        shared = build_baseline(args.out, f"{args.kind}-history", pytest_args, args.history,
+                                2 if args.kind == "threads" else None)
+        if shared is None:
+            return 1
+    results = [trial(args.kind, i + 1, args.out, pytest_args, shared) for i in range(args.trials)]
     print(f"{args.kind}: {sum(results)} of {len(results)} trials as expected")
     return 0 if all(results) else 1
 
