@@ -62,6 +62,12 @@ def is_preset(name: str) -> bool:
     return name in PRESETS
 
 
+def model_name(model: str) -> str:
+    """The name a model goes by in point ids: a preset's own, a directory's folder name, so that a
+    baseline does not depend on how the path was typed (../D/x, D/x and /abs/D/x are one model)."""
+    return model if is_preset(model) else Path(model).resolve().name
+
+
 def model_config(name: str) -> LlamaConfig:
     """The config of a preset or a local checkpoint directory, without touching weights."""
     if name in PRESETS:

@@ -61,7 +61,8 @@ class PerfSession:
 
     def __init__(self, config):
         from pruned_perf.measure import OomGuard
-        from pruned_perf.sweep import ModelPool, PointLog
+        from pruned_perf.pointlog import PointLog
+        from pruned_perf.sweep import ModelPool
 
         self.config = config
         self.sweep = _make_sweep(config)
@@ -69,7 +70,7 @@ class PerfSession:
         self.guard = OomGuard()
         # unique even for runs started in the same second (their logs may be one file)
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        self.log = PointLog(_log_path(config), run=self.run_id)
+        self.log = PointLog(_log_path(config), run=self.run_id, meta=self.meta(outcome=False))
         self.measured: list = []
         self.oom_points: dict[str, object] = {}
         self.failed: list[str] = []
@@ -117,12 +118,14 @@ class PerfSession:
         return Results(meta["fingerprint"], meta["profile"], points, {"machine_info": {"pruned_perf": meta}},
                        path="this session")
 
-    def meta(self) -> dict:
+    def meta(self, outcome: bool = True) -> dict:
+        """machine_info.pruned_perf; with outcome=False (the log's header) without the session's outcome."""
         from pruned_perf.fingerprint import fingerprint
         from pruned_perf.results import SCHEMA_VERSION
 
-        return {"schema": SCHEMA_VERSION, "profile": self.sweep.profile.name, "run_id": self.run_id,
-                "fingerprint": fingerprint(self.sweep.device), "session": {"failed": list(self.failed)}}
+        meta = {"schema": SCHEMA_VERSION, "profile": self.sweep.profile.name, "run_id": self.run_id,
+                "fingerprint": fingerprint(self.sweep.device)}
+        return {**meta, "session": {"failed": list(self.failed)}} if outcome else meta
 
 
 def live_line(measurement, measured: list) -> str:
@@ -201,9 +204,13 @@ def _check_models(names) -> None:
     from pruned_perf.models import model_config
     from pruned_perf.variants import saved_plan
 
-    twice = sorted({n for n in names if list(names).count(n) > 1})
+    from pruned_perf.models import model_name
+
+    ids = [model_name(n) for n in names]  # what the point ids will say
+    twice = sorted({n for n, i in zip(names, ids) if ids.count(i) > 1})
     if twice:
-        raise UserError(f"--pp-models {','.join(names)} lists {', '.join(twice)} more than once")
+        raise UserError(f"--pp-models {','.join(names)} lists {', '.join(twice)} more than once "
+                        f"(a directory goes by its folder's name)")
     for name in names:
         if saved_plan(name) is None:  # a directory saved by `pruned-perf prune` is checked when it loads
             model_config(name)
@@ -274,6 +281,19 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     state = getattr(config, "_pruned_perf", None)
     if state is not None:
         machine_info["pruned_perf"] = state.meta()
+
+
+# Keys of this plugin's machine_info that change with every run: left in, pytest-benchmark's
+# --benchmark-compare would warn "machine_info is different" against every stored run.
+PER_RUN_KEYS = ("run_id", "session")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's own hook compares the two
+def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark):
+    for info in (machine_info, compared_benchmark.get("machine_info") or {}):
+        ours = info.get("pruned_perf")
+        if isinstance(ours, dict):
+            info["pruned_perf"] = {k: v for k, v in ours.items() if k not in PER_RUN_KEYS}
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):

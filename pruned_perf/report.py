@@ -60,6 +60,9 @@ def _header(results: Results, comparison: Comparison | None, fmt: str) -> str:
     title = f"pruned_perf results: profile {results.profile}, {len(results.points)} points ({n_oom} OOM)"
     lines = [f"## {title}" if fmt == "github" else title,
              f"Hardware {fp.get('slug')} ({fp.get('name', fp.get('device', '?'))}); {software or 'no versions'}"]
+    if results.from_log:
+        run = results.raw["machine_info"]["pruned_perf"].get("run_id")
+        lines.append(f"From the point log {results.path}, run {run}: the points it logged, whether or not it finished")
     if comparison is not None:
         counts = comparison.counts()
         listed = ", ".join(f"{counts[s]} {s}" for s in _ROW_ORDER if counts.get(s))
@@ -146,8 +149,41 @@ def _group_tables(results: Results, comparison: Comparison | None, fmt: str,
         title = _title(f"{key[0]} in {key[1]} out {key[2]}", fmt)
         body = tabulate([r.cells for r in group_rows], headers, tablefmt=FORMATS[fmt],
                         disable_numparse=True, colalign=_align(headers))
-        tables.append((key, title + "\n\n" + body))
+        fit = largest_batch_line([p for p in results.points.values() if _group_key(p) == key])
+        tables.append((key, title + "\n\n" + body + (f"\n\n{fit}" if fit else "")))
     return tables
+
+
+def largest_batch_line(points: list[dict]) -> str:
+    """The largest batch that fit per method, size and backend: in the paper's figure only where a line
+    ends. A series with no OOM fit every batch measured, and maybe larger ones ('no OOM up to')."""
+    series: dict[tuple, list[dict]] = {}
+    for p in points:
+        series.setdefault((p.get("method"), p.get("params"), p.get("backend")), []).append(p)
+    methods, backends = [m for m, _ in {k[:2] for k in series}], {k[2] for k in series}
+    parts = []
+    for (method, params, backend), members in sorted(series.items(), key=lambda kv: _series_rank(kv[0])):
+        label = method if methods.count(method) == 1 else f"{method} {_params(params)}"
+        label += f" {backend}" if len(backends) > 1 else ""
+        fit = [p["batch_size"] for p in members if not p.get("oom")]
+        oom = [p["batch_size"] for p in members if p.get("oom")]
+        if not fit:
+            parts.append(f"{label} none (OOM from M{min(oom)})")
+        elif not oom:
+            parts.append(f"{label} M{max(fit)} (the largest measured; no OOM)")
+        else:
+            parts.append(f"{label} M{max(fit)} (OOM at M{min([b for b in oom if b > max(fit)] or oom)})")
+    return "Largest batch that fit: " + "; ".join(parts) if parts else ""
+
+
+def _series_rank(key: tuple) -> tuple:
+    method, params, backend = key
+    return (_METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER), method or "",
+            -(params or 0), backend or "")
+
+
+def _group_key(p: dict) -> tuple:
+    return (p.get("model"), p.get("input_tokens"), p.get("output_tokens"))
 
 
 def _headers(comparison: Comparison | None) -> list[str]:
@@ -190,8 +226,7 @@ def _row(p: dict, pv: PointVerdict | None, with_verdict: bool) -> Row:
         cells += [_latency_change(pv), _verdict_text(pv, status)]
     rank = (_ROW_ORDER.index(status) if with_verdict else 0, method_rank, method, p.get("params") or 0,
             p.get("backend") or "", p.get("batch_size") or 0)
-    key = (p.get("model"), p.get("input_tokens"), p.get("output_tokens"))
-    return Row(key, rank, cells, status in (REGRESSED, NEWLY_OOM))
+    return Row(_group_key(p), rank, cells, status in (REGRESSED, NEWLY_OOM))
 
 
 def _speedup(p: dict) -> str:

@@ -60,6 +60,7 @@ class Results:
     path: str = ""
     schema: int = SCHEMA_VERSION
     history: list[dict] = field(default_factory=list)
+    from_log: bool = False  # read from a point log: the run may have crashed, its outcome is unknown
 
     @property
     def slug(self) -> str:
@@ -80,10 +81,39 @@ class Results:
 
 
 def load_results(path: str | os.PathLike) -> Results:
-    """Read and validate one results file; any problem is one UserError naming the file."""
+    """Read and validate one results file (or a `.jsonl` point log); any problem is one UserError naming it."""
     path = os.fspath(path)
+    if path.endswith(".jsonl"):
+        return results_from_log(path)
     raw = _read_json(path, "results file")
     return results_from_dict(raw, path)
+
+
+def results_from_log(path: str) -> Results:
+    """The last run of a JSON-lines point log as results: what a crashed or interrupted sweep left."""
+    from dataclasses import replace
+
+    from pruned_perf.pointlog import read_records
+
+    try:
+        records = read_records(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such point log") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the point log: {e}") from None
+    headers = [r for r in records if "meta" in r]
+    if not headers:
+        raise UserError(f"{path}: no run header line in this point log (written by an older pruned_perf, or "
+                        f"not a point log)")
+    run = headers[-1].get("run")
+    points = [{k: v for k, v in r.items() if k not in ("run", "nodeid")}
+              for r in records if r.get("run") == run and "meta" not in r]
+    add_speedups(points)  # the session's end computes them; a crashed run never got there
+    raw = {"machine_info": {"pruned_perf": headers[-1]["meta"]},
+           "benchmarks": [{"name": p.get("id"), "extra_info": p} for p in points]}
+    if not points:
+        raise UserError(f"{path}: run {run} logged no point; nothing was measured")
+    return replace(results_from_dict(raw, path), from_log=True)
 
 
 def results_from_dict(raw, path: str = "<results>") -> Results:
@@ -324,6 +354,9 @@ def store_baseline(results_path: str | os.PathLike, baselines_dir: str | os.Path
 
 def _check_good_run(results: Results) -> None:
     hint = "pass --force to store it anyway"
+    if results.from_log:
+        raise UserError(f"{results.path}: a point log, not the results of a finished run (its outcome is "
+                        f"unknown); store the --benchmark-json file of a run that finished, or {hint}")
     if results.failed:
         raise UserError(f"{results.path}: the run had {len(results.failed)} failed or errored test(s) "
                         f"({', '.join(results.failed[:5])}); not a baseline; {hint}")

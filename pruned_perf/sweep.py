@@ -1,19 +1,18 @@
 """Which points a perf run measures, in what order, and the state a run keeps between points.
 
 Knows nothing of pytest (the plugin is glue): selection and sharding are plain functions, the model
-pool keeps at most one model on the device, and the point log saves every point the moment it exists.
+pool keeps at most one model on the device (the point log is pruned_perf.pointlog).
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pruned_perf.errors import UserError
-from pruned_perf.measure import BACKENDS, Measurement, Point, free_memory
+from pruned_perf.measure import BACKENDS, Point, free_memory
+from pruned_perf.models import model_name
 from pruned_perf.variants import Profile, Variant, load_variant, saved_plan, variant_fields
 
 
@@ -74,7 +73,7 @@ def make_points(variants, inputs, outputs, batches, backends) -> list[Point]:
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise UserError(f"unknown backend {unknown[0]!r}; valid choices: {', '.join(BACKENDS)}")
-    return [Point(v.model, v.method, i, o, m, backend)
+    return [Point(model_name(v.model), v.method, i, o, m, backend)
             for v in variants for i in inputs for o in outputs for backend in backends
             for m in sorted(batches)]
 
@@ -102,7 +101,7 @@ class Sweep:
 
     def variant_for(self, point: Point) -> Variant:
         for v in self.variants:
-            if (v.model, v.method) == (point.model, point.method):
+            if (model_name(v.model), v.method) == (point.model, point.method):
                 return v
         raise KeyError(point.id)
 
@@ -145,29 +144,3 @@ class ModelPool:
     def release(self) -> None:
         self.model, self.plan, self.variant = None, None, None
         free_memory(self.device)
-
-
-class PointLog:
-    """JSON lines, one per finished point, flushed to disk at once: a crash loses no finished point."""
-
-    def __init__(self, path: str | Path, run: str):
-        self.path, self.run = Path(path), run
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def append(self, measurement: Measurement, nodeid: str) -> None:
-        line = json.dumps({"run": self.run, "nodeid": nodeid, **measurement.to_dict()})
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def read_log(path: str | Path) -> list[dict]:
-    """The points of a JSON-lines log; a last line cut short by a crash is ignored."""
-    records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records

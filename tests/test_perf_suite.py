@@ -20,7 +20,7 @@ from pruned_perf.cli import main as cli_main
 from pruned_perf.fingerprint import fingerprint
 from pruned_perf.measure import Measurement
 from pruned_perf.models import model_config
-from pruned_perf.sweep import read_log
+from pruned_perf.pointlog import read_log
 
 pytest_plugins = ("pytester",)
 
@@ -105,7 +105,7 @@ measure.full_call = _full_call
 CRASH_PLUGIN = '''
 import os
 
-from pruned_perf.sweep import PointLog
+from pruned_perf.pointlog import PointLog
 
 _real_append = PointLog.append
 _logged = 0
@@ -265,6 +265,15 @@ def test_a_crash_keeps_the_finished_points_in_the_log(runs):
     with open(log, "a", encoding="utf-8") as f:
         f.write('{"run": "x", "id": "tiny-llama-dense-in12-out8-M3')
     assert read_log(log) == records
+
+
+def test_a_crashed_run_is_reported_from_its_log(runs, capsys):
+    log = runs.crash_dir / "log" / "points.jsonl"
+    assert cli_main(["report", str(log), "--format", "plain"]) == 0
+    out = capsys.readouterr().out
+    assert "2 points" in out and f"From the point log {log}" in out
+    assert cli_main(["baseline", "update", str(log), "--baselines-dir", str(runs.crash_dir / "b")]) == 2
+    assert "a point log" in capsys.readouterr().err
 
 
 def test_a_failed_point_is_recorded_and_keeps_the_run_out_of_the_baselines(runs, capsys):
@@ -532,6 +541,7 @@ def test_options_from_the_environment(pytester, clean_env):
     ("--pp-backend", "warp", ["eager", "static"]),
     ("--pp-models", "no-such-model", ["tiny-llama", "llama-7b"]),
     ("--pp-models", "tiny-llama,tiny-llama", ["more than once"]),
+    ("--pp-models", "a/my-llama,b/my-llama", ["more than once", "folder's name"]),
     ("--pp-models", "", ["nothing to measure"]),
 ])
 def test_bad_option_values_are_usage_errors(pytester, clean_env, option, value, choices):
@@ -564,6 +574,28 @@ def test_params_in_the_results_are_the_point_ids(base):
     for bench in base.data["benchmarks"]:
         assert bench["params"] == {"pp_point": bench["extra_info"]["id"]}
         assert bench["param"] == bench["extra_info"]["id"]
+
+
+def test_benchmark_compare_warns_only_when_the_machine_differs():
+    """pytest-benchmark's --benchmark-compare must not warn about this plugin's per-run keys."""
+    from pytest_benchmark.plugin import pytest_benchmark_compare_machine_info as theirs
+
+    from pruned_perf.pytest_plugin import pytest_benchmark_compare_machine_info as ours
+
+    def warnings_for(current: dict, stored: dict) -> list[str]:
+        said = []
+        session = SimpleNamespace(logger=SimpleNamespace(warning=said.append), storage=SimpleNamespace(location="."))
+        stored_benchmark = {"machine_info": stored}
+        ours(None, session, current, stored_benchmark)  # as pluggy calls them: ours first (tryfirst)
+        theirs(None, session, current, stored_benchmark)
+        return said
+
+    def info(run_id, failed, slug="cpu-x"):
+        return {"cpu": "x", "pruned_perf": {"schema": 2, "profile": "quick", "run_id": run_id,
+                                            "fingerprint": {"slug": slug}, "session": {"failed": failed}}}
+
+    assert warnings_for(info("r1", []), info("r2", ["perf/t.py::x"])) == []
+    assert len(warnings_for(info("r1", []), info("r2", [], slug="cpu-y"))) == 1
 
 
 def test_compare_needs_benchmark_json(pytester, clean_env):

@@ -47,6 +47,31 @@ def test_github_table_per_model_and_shape(raw):
     assert _cells(rows[0])[0] == "dense" and _cells(rows[0])[2] == "1"
 
 
+def test_each_table_names_the_largest_batch_that_fit(raw):
+    text = render(_results(raw))
+    for shape in ("12 out 128", "82 out 512"):
+        block = text.split(f"### llama-7b in {shape}\n\n", 1)[1].split("\n\n###", 1)[0]
+        assert block.rstrip().splitlines()[-1] == (
+            "Largest batch that fit: dense M8 (OOM at M64); depth M64 (the largest measured; no OOM); "
+            "llm-pruner M64 (the largest measured; no OOM); flap M64 (the largest measured; no OOM)")
+
+
+def test_largest_batch_names_sizes_and_backends_only_where_they_differ():
+    from pruned_perf.report import largest_batch_line
+
+    def pt(method, params, m, oom=False, backend="eager"):
+        return {"method": method, "params": params, "batch_size": m, "oom": oom, "backend": backend}
+
+    points = [pt("depth", 5e9, 1), pt("depth", 5e9, 8, oom=True), pt("depth", 4e9, 1), pt("depth", 4e9, 8),
+              pt("dense", 7e9, 1, oom=True), pt("dense", 7e9, 8, oom=True)]
+    assert largest_batch_line(points) == ("Largest batch that fit: dense none (OOM from M1); "
+                                          "depth 5.00B M1 (OOM at M8); depth 4.00B M8 (the largest measured; no OOM)")
+    both = [pt("dense", 7e9, 4), pt("dense", 7e9, 4, backend="static", oom=True)]
+    assert largest_batch_line(both) == ("Largest batch that fit: dense eager M4 (the largest measured; no OOM); "
+                                        "dense static none (OOM from M4)")
+    assert largest_batch_line([]) == ""
+
+
 def test_speedup_is_throughput_ratio_against_dense_and_blank_without_dense(raw):
     r = _results(raw)
     text = render(r)

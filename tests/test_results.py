@@ -284,3 +284,51 @@ def test_baseline_update_refuses_a_run_whose_machine_changed_speed(tmp_path):
     with pytest.raises(UserError, match=rf"steadiness probe ran 3.\dx slower during {info['id']} than during"):
         store_baseline(path, tmp_path / "baselines")
     assert not (tmp_path / "baselines").exists()
+
+
+def _write_log(path, results: dict, run="run-1", cut_after=None) -> None:
+    """A point log as the perf plugin writes it: a header, then one line per point (to_dict)."""
+    from types import SimpleNamespace
+
+    from pruned_perf.pointlog import PointLog
+
+    meta = {k: v for k, v in results["machine_info"]["pruned_perf"].items() if k != "session"}
+    log = PointLog(path, run=run, meta=meta)
+    for bench in results["benchmarks"][:cut_after]:
+        point = {k: v for k, v in bench["extra_info"].items() if k not in ("speedup_vs_dense", "speedup_rounds",
+                                                                           "dense_probe_s")}
+        log.append(SimpleNamespace(to_dict=lambda point=point: point), f"perf/test_generate.py::t[{point['id']}]")
+
+
+def test_a_point_log_reads_as_the_results_of_its_last_run(tmp_path):
+    """report/plot/compare read the log of a crashed sweep; speedups are computed as at a session's end."""
+    full = make_results(sweep(batch_sizes=(1, 8)))
+    log = tmp_path / "r.jsonl"
+    _write_log(log, make_results(sweep(batch_sizes=(1,))), run="older")  # a log is appended to
+    _write_log(log, full, run="crashed", cut_after=5)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write('{"run": "crashed", "nodeid": "perf/t')  # the line the crash cut short
+    r = load_results(log)
+    expected = {b["extra_info"]["id"]: b["extra_info"] for b in full["benchmarks"][:5]}
+    assert list(r.points) == list(expected) and r.from_log and r.slug == SLUG and r.profile == "smoke"
+    for pid, point in r.points.items():
+        assert point["speedup_vs_dense"] == expected[pid]["speedup_vs_dense"]
+        assert point["rounds_s"] == expected[pid]["rounds_s"]
+
+
+def test_a_point_log_is_never_a_baseline_and_a_bad_log_is_one_error(tmp_path):
+    log = tmp_path / "r.jsonl"
+    _write_log(log, make_results(sweep(batch_sizes=(1,))))
+    with pytest.raises(UserError, match="a point log, not the results of a finished run"):
+        store_baseline(log, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    headless = tmp_path / "old.jsonl"
+    headless.write_text("\n".join(line for line in log.read_text().splitlines() if '"meta"' not in line))
+    with pytest.raises(UserError, match="no run header line"):
+        load_results(headless)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(log.read_text().splitlines()[0] + "\n")
+    with pytest.raises(UserError, match="logged no point"):
+        load_results(empty)
+    with pytest.raises(UserError, match="no such point log"):
+        load_results(tmp_path / "none.jsonl")

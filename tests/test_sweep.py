@@ -1,5 +1,5 @@
 """The sweep's pure parts: option parsing, selection, point order, sharding, the model pool, the point
-log and the plan cache key. Fast: no model is built here."""
+log (pruned_perf.pointlog) and the plan cache key. Fast: no model is built here."""
 import gc
 import json
 import weakref
@@ -15,15 +15,14 @@ from pruned_perf.errors import UserError
 from pruned_perf.measure import Measurement, Point
 from pruned_perf.sweep import (
     ModelPool,
-    PointLog,
     make_points,
     parse_ints,
     parse_names,
     parse_shard,
-    read_log,
     select_variants,
     shard,
 )
+from pruned_perf.pointlog import PointLog, read_log
 from pruned_perf.variants import PROFILES, Variant, get_profile, plan_key
 
 CPU = torch.device("cpu")
@@ -102,6 +101,18 @@ def test_make_points_groups_by_variant_with_batches_ascending():
 def test_make_points_rejects_an_unknown_backend():
     with pytest.raises(UserError, match=r"'warp'.*eager, static"):
         make_points([Variant("tiny-llama", "dense")], (12,), (4,), (1,), ("warp",))
+
+
+def test_a_model_directory_has_the_same_point_ids_however_its_path_is_typed(tmp_path, monkeypatch):
+    model_dir = tmp_path / "models" / "my-llama"
+    model_dir.mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    spellings = [str(model_dir), "../models/my-llama", "../models/./my-llama/"]
+    ids = [[p.id for p in make_points([Variant(s, "dense")], (12,), (4,), (1,), ("eager",))] for s in spellings]
+    assert ids == [["my-llama-dense-in12-out4-M1-eager"]] * 3
+    sweep_ = sweep.Sweep(None, [Variant("../models/my-llama", "dense")], [], CPU, torch.float32, 1, 0)
+    assert sweep_.variant_for(Point("my-llama", "dense", 12, 4, 1)).model == "../models/my-llama"
 
 
 def test_point_id_format():

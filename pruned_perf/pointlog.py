@@ -1,0 +1,50 @@
+"""The JSON-lines point log: the file that survives a crashed or interrupted sweep. Torch-free.
+
+Each run appends a header line `{"run": ID, "meta": {...}}` (what machine_info.pruned_perf holds in
+the results JSON, less the session's outcome, which only the end knows) before its first point, then
+one line per finished point: `{"run": ID, "nodeid": ..., <the point's fields>}`. Each line is flushed
+and synced at once, so a crash loses no finished point; a last line cut short is skipped on reading.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class PointLog:
+    def __init__(self, path: str | Path, run: str, meta: dict | None = None):
+        self.path, self.run, self.meta = Path(path), run, meta
+        self._header_written = meta is None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, measurement, nodeid: str) -> None:
+        """Log one finished point (a Measurement, or anything with `to_dict`)."""
+        if not self._header_written:
+            self._write({"run": self.run, "meta": self.meta})
+            self._header_written = True
+        self._write({"run": self.run, "nodeid": nodeid, **measurement.to_dict()})
+
+    def _write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Every whole line of a log (headers and points) in order; a line cut short by a crash is skipped."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The points of a log, of every run in it, in order."""
+    return [r for r in read_records(path) if "meta" not in r]
