@@ -5,16 +5,14 @@ harness adds more than 3% to a call.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
-from pruned_perf.errors import UserError
+from pruned_perf.errors import UserError, choice_error
 from pruned_perf.fingerprint import pick_device
-from pruned_perf.models import parse_dtype
-from pruned_perf.measure import (BACKENDS, Point, full_call, make_inputs, model_device, plain_timed_rounds,
+from pruned_perf.measure import (Point, full_call, make_inputs, model_device, plain_timed_rounds,
                                  synchronize)
 
 TARGET = 0.03
@@ -90,37 +88,24 @@ def within_target(ratio: float, target: float = TARGET) -> bool:
     return abs(ratio - 1) <= target
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="preset name or local model directory")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float16", "bfloat16", "float32"),
-                        help="auto: float16 on cuda, float32 on cpu")
-    parser.add_argument("--input-tokens", type=int, default=12)
-    parser.add_argument("--output-tokens", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--backend", default="eager", choices=BACKENDS)
-    parser.add_argument("--rounds", type=int, default=10, help="rounds per side, alternating")
-
-
 def _dtype(name: str, device: torch.device) -> torch.dtype:
+    from pruned_perf.models import DTYPES
+
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    return parse_dtype(name)
+    if name not in DTYPES:
+        raise choice_error("dtype", name, ("auto", *DTYPES))
+    return DTYPES[name]
 
 
-def main(argv=None, build=None) -> int:
-    parser = argparse.ArgumentParser(prog="pruned-perf overhead", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv), build)
+def run(args) -> int:
+    """`pruned-perf overhead` (its options are in pruned_perf.cli)."""
+    from pruned_perf import models
 
-
-def run(args, build=None) -> int:
     device = pick_device(args.device)
     point = Point(args.model, "dense", args.input_tokens, args.output_tokens, args.batch_size, args.backend)
     check_rounds(args.rounds)
-    if build is None:
-        from pruned_perf.models import build_model as build
-    model = build(args.model, device, _dtype(args.dtype, device))
+    model = models.build_model(args.model, device, _dtype(args.dtype, device))
     check_fits(point, model.config)
     result = check_overhead(model, point, args.rounds)
     ratio = result["ratio"]

@@ -14,6 +14,7 @@ import torch
 
 from pruned_perf import methods
 from pruned_perf.atomic import write_json_atomic
+from pruned_perf.codehash import code_digest
 from pruned_perf.errors import UserError, choice_error
 from pruned_perf.evaluate import heldout_perplexity
 from pruned_perf.models import (BYTE_LEVEL_PRESETS, PRESETS, PRETRAINED, build_model, is_preset, load_tokenizer,
@@ -45,12 +46,6 @@ class Variant:
         return methods.calibration_spec(self.method, samples=self.calib_samples)
 
 
-# Pruning used for a model that a profile does not list: about 27% of LLaMA-7B's parameters, as in
-# the reference figure's 4.9B variants.
-DEFAULT_SIZING = {"dense": {}, "depth": {"ratio": 9 / 32}, "llm-pruner": {"ratio": 0.35},
-                  "flap": {"ratio": 0.28}}
-
-
 def _paper_variants(model: str, target: str, llm_pruner_ratio: float = 0.35) -> list[Variant]:
     return [Variant(model, "dense"), Variant(model, "llm-pruner", ratio=llm_pruner_ratio),
             Variant(model, "flap", target=target), Variant(model, "depth", target=target)]
@@ -70,9 +65,7 @@ class Profile:
         for v in self.variants:
             if (v.model, v.method) == (model, method):
                 return v
-        if method not in DEFAULT_SIZING:
-            raise choice_error("method", method, DEFAULT_SIZING)
-        return Variant(model, method, **DEFAULT_SIZING[method])
+        return Variant(model, method, **methods.get_method(method).DEFAULT_SIZING)
 
 
 _TINY_VARIANTS = tuple(
@@ -120,16 +113,10 @@ def _model_identity(model: str) -> dict:
     return {"path": str(path), "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
 
 
-def _digest(modules) -> str:
-    return hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in modules)).hexdigest()[:16]
-
-
-def _code_digest(method: str) -> str:
-    """The code that decides a plan: a changed method must not reuse plans made by the old one."""
-    from pruned_perf import calibration, evaluate
-    from pruned_perf.methods import grads
-
-    return _digest([methods.get_method(method), calibration, evaluate, grads])
+def _code_digest() -> str:
+    """The code that decides a plan (every method, the registry's size -> calibrate -> plan, sizing,
+    calibration, the model builders and all they import): a plan made by other code is made anew."""
+    return code_digest("pruned_perf.methods", "pruned_perf.models")
 
 
 def plan_key(variant: Variant, dtype: torch.dtype, device: torch.device, seed: int = 0) -> str:
@@ -138,7 +125,7 @@ def plan_key(variant: Variant, dtype: torch.dtype, device: torch.device, seed: i
     spec = variant.calib_spec()
     identity = {
         "plan_schema": PLAN_SCHEMA, "cache": CACHE_FORMAT, "model": _model_identity(variant.model), "seed": seed,
-        "code": _code_digest(variant.method),
+        "code": _code_digest(),
         "variant": dataclasses.asdict(variant), "calibration": dataclasses.asdict(spec) if spec else None,
         "dtype": str(dtype), "device": device.type,
     }
@@ -266,11 +253,11 @@ def _quality_path(variant: Variant, plan: PrunePlan, device: torch.device, dtype
     again rather than read back: perplexity is a regression metric of exactly that code."""
     import transformers
 
-    from pruned_perf import evaluate, models, modules, surgery
+    from pruned_perf import evaluate
 
     scoring = getattr(torch, plan.settings.get("scoring_dtype") or "", dtype)
     identity = {"dtype": str(dtype), "settings": settings, "text": evaluate.heldout_source(),
-                "code": _digest([evaluate, models, modules, surgery]),
+                "code": code_digest("pruned_perf.evaluate", "pruned_perf.models", "pruned_perf.surgery"),
                 "torch": torch.__version__, "transformers": transformers.__version__}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"{plan_key(variant, scoring, device)}.ppl-{digest}.json"

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pruned_perf import overhead
+from pruned_perf import models, overhead
 from pruned_perf.cli import main as cli_main
 from pruned_perf.errors import UserError
 from pruned_perf.measure import Point
@@ -63,21 +63,23 @@ def test_main_prints_ratio_and_exits_by_target(model, monkeypatch, capsys):
         built.append((name, device, dtype))
         return model
 
+    monkeypatch.setattr(models, "build_model", build)
     monkeypatch.setattr(overhead, "check_overhead", lambda m, p, rounds: {
         "ratio": 1.004, "raw_median_s": 0.05, "core_median_s": 0.0502})
-    argv = ["--model", "tiny", "--device", "cpu", "--rounds", "2"]
-    assert overhead.main(argv, build=build) == 0
+    argv = ["overhead", "--model", "tiny", "--device", "cpu", "--rounds", "2"]
+    assert cli_main(argv) == 0
     assert built == [("tiny", torch.device("cpu"), torch.float32)]
     assert "measure/raw = 1.004 (target within 3%)" in capsys.readouterr().out
     monkeypatch.setattr(overhead, "check_overhead", lambda m, p, rounds: {
         "ratio": 1.08, "raw_median_s": 0.05, "core_median_s": 0.054})
-    assert overhead.main(argv, build=build) == 1
+    assert cli_main(argv) == 1
     assert "measure/raw = 1.080" in capsys.readouterr().out
 
 
-def test_main_runs_for_real_with_a_built_model(model, capsys):
-    code = overhead.main(["--model", "tiny", "--device", "cpu", "--input-tokens", "4", "--output-tokens", "4",
-                          "--rounds", "2"], build=lambda name, device, dtype: model)
+def test_main_runs_for_real_with_a_built_model(model, monkeypatch, capsys):
+    monkeypatch.setattr(models, "build_model", lambda name, device, dtype: model)
+    code = cli_main(["overhead", "--model", "tiny", "--device", "cpu", "--input-tokens", "4", "--output-tokens", "4",
+                     "--rounds", "2"])
     printed = capsys.readouterr().out
     ratio = float(printed.split("measure/raw = ", 1)[1].split()[0])
     assert code == (0 if overhead.within_target(ratio) else 1)  # the exit code follows the printed figure
@@ -89,6 +91,8 @@ def test_main_runs_for_real_with_a_built_model(model, capsys):
     (["--input-tokens", "5000"], "--input-tokens 5000 + --output-tokens 128 = 5128 tokens do not fit the model's "
                                  "1024 positions (max_position_embeddings)"),
     (["--input-tokens", "1000", "--output-tokens", "25"], "= 1025 tokens do not fit"),
+    (["--backend", "warp"], "'warp'; valid choices: eager, static"),
+    (["--dtype", "int8"], "'int8'; valid choices: auto, bfloat16, float16, float32"),
 ])
 def test_bad_overhead_input_is_one_error_line_and_exit_2(capsys, argv, message):
     assert cli_main(["overhead", "--model", "tiny-llama", "--device", "cpu", *argv]) == 2

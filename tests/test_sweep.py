@@ -297,3 +297,33 @@ def test_quick_profile_measures_the_real_model_at_about_100m_parameters():
         assert abs(variant.sizing(config).params / 100e6 - 1) < 0.01, variant
     # calibration cut for a 2-core CPU: the depth ppl criterion runs the model once per candidate block
     assert {v.method: v.calib_spec().samples for v in smollm2[1:]} == {"llm-pruner": 10, "flap": 64, "depth": 4}
+
+
+def test_the_plan_code_is_every_file_the_methods_and_model_builders_import():
+    from pruned_perf.codehash import ROOT, dependency_files
+
+    files = {str(p.relative_to(ROOT)) for p in dependency_files("pruned_perf.methods", "pruned_perf.models")}
+    method_files = {f"methods/{p.name}" for p in (ROOT / "methods").glob("*.py")}
+    decides = {"sizing.py", "plan.py", "calibration.py", "evaluate.py", "models.py", "surgery.py", "__init__.py"}
+    assert method_files | decides <= files
+    # measuring, reporting and the sweep do not decide a plan: editing them keeps the cached plans
+    assert not files & {"measure.py", "report.py", "compare.py", "sweep.py", "pytest_plugin.py"}
+
+
+def test_plan_key_changes_when_any_file_the_plan_code_imports_changes(tmp_path, monkeypatch):
+    import shutil
+
+    from pruned_perf import codehash
+
+    copy = tmp_path / "pruned_perf"
+    shutil.copytree(codehash.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codehash, "ROOT", copy)
+    variant = Variant("tiny-llama", "depth", ratio=0.3)
+    key = plan_key(variant, torch.float32, CPU)
+    (copy / "report.py").write_text("# not plan code\n", encoding="utf-8")
+    assert plan_key(variant, torch.float32, CPU) == key
+    for name in ("sizing.py", "plan.py", "methods/__init__.py", "methods/flap.py"):
+        with open(copy / name, "a", encoding="utf-8") as f:
+            f.write("\n# changed\n")
+        assert plan_key(variant, torch.float32, CPU) != key, f"plan_key ignores {name}"
+        key = plan_key(variant, torch.float32, CPU)

@@ -1,8 +1,10 @@
 """The registry of pruning methods, and the one path every variant takes: size -> calibrate -> plan.
 
 A method is a module with NAME, CRITERIA (first = default), CALIB (its reference calibration, or None),
-GRADIENT_CRITERIA (the criteria that backpropagate), `size(config, ratio=, target=, **opts) -> Sizing`
-and `plan(model, calib, sizing, criterion, **opts)`.
+GRADIENT_CRITERIA (the criteria that backpropagate), OPTIONS (the method-specific keyword options it
+takes), DEFAULT_SIZING (its size for a model no profile lists), `size(config, ratio=, target=, **opts)
+-> Sizing` and `plan(model, calib, sizing, criterion, **opts)`. Adding one is that module plus its line
+in METHODS below.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from pruned_perf.sizing import Sizing
 METHODS = {m.NAME: m for m in (dense, depth, llm_pruner, flap)}
 
 # Options that only some methods take (command line: --no-plus-rule, --layers, --no-bias).
-METHOD_OPTIONS = {"depth": {"plus_rule"}, "llm-pruner": {"layers"}, "flap": {"bias"}, "dense": set()}
+METHOD_OPTIONS = {name: m.OPTIONS for name, m in METHODS.items()}
 
 
 def get_method(name: str):

@@ -8,6 +8,8 @@ NAME = "dense"
 CRITERIA = ("none",)
 CALIB = None
 GRADIENT_CRITERIA = ()
+OPTIONS = frozenset()  # method-specific options it takes (command line: none)
+DEFAULT_SIZING: dict = {}  # for a model no profile lists: nothing to prune
 
 
 def size(config, ratio=None, target=None) -> Sizing:

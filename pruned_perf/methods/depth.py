@@ -17,6 +17,8 @@ NAME = "depth"
 CRITERIA = ("ppl", "taylor", "magnitude")
 CALIB = CalibSpec(samples=10, seq_len=128, seed=0)  # the paper: 10 windows of 128 tokens
 GRADIENT_CRITERIA = ("taylor",)  # ppl runs forward passes only; magnitude reads the weights
+OPTIONS = frozenset({"plus_rule"})  # command line: --no-plus-rule
+DEFAULT_SIZING = {"ratio": 9 / 32}  # for a model no profile lists: 9 of 32 blocks, the reference 4.9B of LLaMA-7B
 
 
 def candidates(num_layers: int, plus_rule: bool = True) -> list[int]:

@@ -17,6 +17,8 @@ NAME = "flap"
 CRITERIA = ("AL-AM", "UL-UM")  # adaptive across layers and modules; uniform in every layer
 CALIB = CalibSpec(samples=1024, seq_len=128, seed=0)  # reference: 1024 x 128 tokens of WikiText-2
 GRADIENT_CRITERIA = ()  # statistics of forward activations only
+OPTIONS = frozenset({"bias"})  # command line: --no-bias
+DEFAULT_SIZING = {"ratio": 0.28}  # for a model no profile lists: about 27% of LLaMA-7B's parameters
 BATCH = 16  # calibration windows per forward pass
 
 

@@ -22,6 +22,8 @@ NAME = "llm-pruner"
 CRITERIA = ("element", "vector", "second")
 CALIB = CalibSpec(samples=10, seq_len=64, seed=42)  # reference: 10 samples x 64 tokens, seed 42
 GRADIENT_CRITERIA = CRITERIA
+OPTIONS = frozenset({"layers"})  # command line: --layers
+DEFAULT_SIZING = {"ratio": 0.35}  # for a model no profile lists: the reference figure's 4.9B of LLaMA-7B
 
 
 def layer_range(config, layers=None) -> tuple[int, int]:
