@@ -37,11 +37,11 @@ def _add_sizing_args(parser: argparse.ArgumentParser) -> None:
 
 def _option_methods() -> dict[str, set[str]]:
     """Each method-specific option and the methods that take it."""
-    from pruned_perf.methods import METHOD_OPTIONS
+    from pruned_perf.methods import METHODS
 
-    table = dict.fromkeys(("--ratio", "--target-params"), set(METHOD_OPTIONS) - {"dense"})
+    table = dict.fromkeys(("--ratio", "--target-params"), set(METHODS) - {"dense"})
     for key, flag in (("plus_rule", "--no-plus-rule"), ("layers", "--layers"), ("bias", "--no-bias")):
-        table[flag] = {name for name, options in METHOD_OPTIONS.items() if key in options}
+        table[flag] = {name for name, method in METHODS.items() if key in method.OPTIONS}
     return table
 
 

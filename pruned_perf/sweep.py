@@ -12,6 +12,7 @@ import torch
 
 from pruned_perf.errors import UserError
 from pruned_perf.measure import BACKENDS, Point, free_memory
+from pruned_perf.methods import get_method
 from pruned_perf.models import model_name
 from pruned_perf.variants import Profile, Variant, load_variant, saved_plan, variant_fields
 
@@ -47,9 +48,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def select_variants(profile: Profile, models=None, methods=None) -> list[Variant]:
-    """The profile's variants, or the variants of the given models, filtered by method."""
+    """The profile's variants, or the variants of the given models, filtered by method. A registered
+    method that the profile does not list is measured at its default size on the chosen models."""
     if models is None:
         chosen = list(profile.variants)
+        models = list(dict.fromkeys(v.model for v in chosen))
     else:
         listed_methods = list(dict.fromkeys(v.method for v in profile.variants))
         chosen = []
@@ -57,14 +60,14 @@ def select_variants(profile: Profile, models=None, methods=None) -> list[Variant
             saved = saved_plan(model)
             for method in ([saved.method] if saved else listed_methods):
                 chosen.append(profile.variant(model, method))
-    if methods is not None:
-        known = {v.method for v in chosen}
-        unknown = [m for m in methods if m not in known]
-        if unknown:
-            raise UserError(f"--pp-methods {','.join(unknown)}: not among this run's methods "
-                            f"({', '.join(sorted(known))})")
-        chosen = [v for v in chosen if v.method in methods]
-    return chosen
+    if methods is None:
+        return chosen
+    for method in methods:
+        get_method(method)  # an unknown one: one error naming every registered method
+    added = [profile.variant(model, m) for model in models if saved_plan(model) is None
+             for m in methods if m not in {v.method for v in chosen}]
+    order = list(models)
+    return sorted([v for v in chosen if v.method in methods] + added, key=lambda v: order.index(v.model))
 
 
 def make_points(variants, inputs, outputs, batches, backends) -> list[Point]:

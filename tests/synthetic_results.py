@@ -28,6 +28,15 @@ METHOD_PARAMS = {"dense": 6_738_415_616, "llm-pruner": 4_900_000_000, "flap": 4_
                  "depth": 4_916_965_376}
 MODEL_SCALE = {"llama-7b": 1.0, "vicuna-13b": 1.9}
 BATCH_SIZES = (1, 8, 16, 32, 64, 128, 256, 384)
+# Every field of a point, as docs/results-schema.md lists them: what a Measurement serialises to.
+SCHEMA_FIELDS = {
+    "schema", "id", "model", "method", "params", "weight_bytes", "batch_size", "input_tokens", "output_tokens",
+    "backend", "dtype", "device", "oom", "oom_skipped", "latency_s", "latency_iqr_s", "latency_min_s",
+    "tokens_per_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "peak_mem_bytes", "rounds_s",
+    "ttft_rounds_s", "tpot_rounds_s", "warmup_s", "probe_s", "probe_rounds_s", "speedup_vs_dense",
+    "speedup_rounds", "dense_probe_s", "decode_bw_frac", "device_copy_bytes_per_s", "layers",
+    "ppl", "ppl_source", "ppl_tokens", "plan_dtype", "structure_from_random_weights",
+}
 # The steadiness probe's time on a steady machine (seconds).
 PROBE_S = 0.02
 

@@ -13,6 +13,11 @@ from pruned_perf.errors import UserError
 from pruned_perf.measure import (GenerationLengthError, Measurement, OomGuard, Point, decode_step_bytes,
                                  device_copy_bytes_per_s, make_inputs, measure, timing_fields)
 
+try:
+    from tests.synthetic_results import SCHEMA_FIELDS
+except ImportError:
+    from synthetic_results import SCHEMA_FIELDS
+
 VOCAB = 320
 
 
@@ -386,15 +391,6 @@ def test_oom_leaves_no_tensor_alive(model, monkeypatch):
 
 
 # --- serialisation --------------------------------------------------------------------------------
-
-SCHEMA_FIELDS = {
-    "schema", "id", "model", "method", "params", "weight_bytes", "batch_size", "input_tokens", "output_tokens",
-    "backend", "dtype", "device", "oom", "oom_skipped", "latency_s", "latency_iqr_s", "latency_min_s",
-    "tokens_per_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "peak_mem_bytes", "rounds_s",
-    "ttft_rounds_s", "tpot_rounds_s", "warmup_s", "probe_s", "probe_rounds_s", "speedup_vs_dense",
-    "speedup_rounds", "dense_probe_s", "decode_bw_frac", "device_copy_bytes_per_s", "layers",
-    "ppl", "ppl_source", "ppl_tokens", "plan_dtype", "structure_from_random_weights",
-}
 
 
 def test_measurement_round_trips_through_json(model):

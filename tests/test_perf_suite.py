@@ -22,6 +22,11 @@ from pruned_perf.measure import Measurement
 from pruned_perf.models import model_config
 from pruned_perf.pointlog import read_log
 
+try:
+    from tests.synthetic_results import SCHEMA_FIELDS
+except ImportError:
+    from synthetic_results import SCHEMA_FIELDS
+
 pytest_plugins = ("pytester",)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,14 +35,6 @@ PERF = REPO / "perf"
 SMALL = ("--pp-device", "cpu", "--pp-profile", "quick", "--pp-models", "tiny-llama", "--pp-in", "12", "--pp-out", "8")
 ROUNDS = 5  # the comparison's min_rounds: fewer is always inconclusive
 USAGE_ERROR = 4
-SCHEMA_FIELDS = {
-    "schema", "id", "model", "method", "params", "weight_bytes", "batch_size", "input_tokens", "output_tokens",
-    "backend", "dtype", "device", "oom", "oom_skipped", "latency_s", "latency_iqr_s", "latency_min_s",
-    "tokens_per_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "peak_mem_bytes", "rounds_s",
-    "ttft_rounds_s", "tpot_rounds_s", "warmup_s", "probe_s", "probe_rounds_s", "speedup_vs_dense",
-    "speedup_rounds", "dense_probe_s", "decode_bw_frac", "device_copy_bytes_per_s", "layers",
-    "ppl", "ppl_source", "ppl_tokens", "plan_dtype", "structure_from_random_weights",
-}
 TIMING_FIELDS = ("latency_s", "latency_iqr_s", "latency_min_s", "tokens_per_s", "ttft_s", "tpot_s",
                  "itl_p50_s", "itl_p90_s", "itl_max_s", "probe_s", "speedup_vs_dense", "dense_probe_s",
                  "decode_bw_frac")

@@ -23,8 +23,6 @@ from pruned_perf.sizing import Sizing
 
 METHODS = {m.NAME: m for m in (dense, depth, llm_pruner, flap)}
 
-# Options that only some methods take (command line: --no-plus-rule, --layers, --no-bias).
-METHOD_OPTIONS = {name: m.OPTIONS for name, m in METHODS.items()}
 
 
 def get_method(name: str):
@@ -35,7 +33,7 @@ def get_method(name: str):
 
 def method_options(name: str, options: dict) -> dict:
     """The subset of `options` that method `name` takes (None means: the method's default)."""
-    return {k: v for k, v in options.items() if k in METHOD_OPTIONS[name] and v is not None}
+    return {k: v for k, v in options.items() if k in get_method(name).OPTIONS and v is not None}
 
 
 def size(name: str, config, ratio: float | None = None, target: int | None = None, **options) -> Sizing:
