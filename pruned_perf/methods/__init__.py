@@ -24,7 +24,6 @@ from pruned_perf.sizing import Sizing
 METHODS = {m.NAME: m for m in (dense, depth, llm_pruner, flap)}
 
 
-
 def get_method(name: str):
     if name not in METHODS:
         raise choice_error("method", name, METHODS)
