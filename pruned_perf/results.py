@@ -26,8 +26,10 @@ HISTORY_KEY = "pruned_perf_history"
 # that an old machine state (another driver, a since-fixed slowdown) ages out within two weeks of nightlies.
 HISTORY_RUNS = 10
 # A point whose timed rounds have an interquartile range above this fraction of their median was
-# measured on a machine too unsteady to be a reference (A/A runs on a quiet 2-core CPU stay under 10%).
-MAX_ROUND_SPREAD = 0.25
+# measured on a machine too unsteady to be a reference. Measured on the shared 2-core CPU: 9 of 19
+# quick-profile runs had a point (mostly a 0.2 s tiny-model call) at 25-63%, so 25% refused every other
+# run; on a heavily loaded machine points reached 100% to 16049%.
+MAX_ROUND_SPREAD = 0.5
 # A run whose steadiness probe was more than twice as slow at one point as at another ran on a machine
 # whose speed changed under it: its speedups over dense mix two machines.
 MAX_PROBE_SPREAD = 1.0
