@@ -156,7 +156,7 @@ def _group_tables(results: Results, comparison: Comparison | None, fmt: str,
 
 def largest_batch_line(points: list[dict]) -> str:
     """The largest batch that fit per method, size and backend: in the paper's figure only where a line
-    ends. A series with no OOM fit every batch measured, and maybe larger ones ('no OOM up to')."""
+    ends. A series with no OOM fit every batch measured, and maybe larger ones ("the largest measured")."""
     series: dict[tuple, list[dict]] = {}
     for p in points:
         series.setdefault((p.get("method"), p.get("params"), p.get("backend")), []).append(p)

@@ -110,11 +110,11 @@ def results_from_log(path: str) -> Results:
     run = headers[-1].get("run")
     points = [{k: v for k, v in r.items() if k not in ("run", "nodeid")}
               for r in records if r.get("run") == run and "meta" not in r]
+    if not points:
+        raise UserError(f"{path}: run {run} logged no point; nothing was measured")
     add_speedups(points)  # the session's end computes them; a crashed run never got there
     raw = {"machine_info": {"pruned_perf": headers[-1]["meta"]},
            "benchmarks": [{"name": p.get("id"), "extra_info": p} for p in points]}
-    if not points:
-        raise UserError(f"{path}: run {run} logged no point; nothing was measured")
     return replace(results_from_dict(raw, path), from_log=True)
 
 
