@@ -28,7 +28,7 @@ HISTORY_RUNS = 10
 # A point whose timed rounds have an interquartile range above this fraction of their median was
 # measured on a machine too unsteady to be a reference. Measured on the shared 2-core CPU: 9 of 19
 # quick-profile runs had a point (mostly a 0.2 s tiny-model call) at 25-63%, so 25% refused every other
-# run; on a heavily loaded machine points reached 100% to 16049%.
+# run; on a heavily loaded machine refused points spread 26% to 16049%.
 MAX_ROUND_SPREAD = 0.5
 # A run whose steadiness probe was more than twice as slow at one point as at another ran on a machine
 # whose speed changed under it: its speedups over dense mix two machines.

@@ -1,5 +1,5 @@
 """The README's recipe "adding a method", followed step by step: one module with the method's facts,
-one line in the registry, and the suite sizes, prunes, saves nothing by hand and measures a point."""
+one line in the registry, and the suite sizes, prunes and measures a point."""
 import types
 
 import torch
