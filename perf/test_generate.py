@@ -1,7 +1,7 @@
 """The perf suite: generation latency, throughput, TTFT and memory over model x method x tokens x batch.
 
 Run `pytest perf/ --benchmark-json results.json` (options: `pytest perf/ --help`, section pruned_perf).
-Each point is one measurement (docs/results-schema.md); the plugin in pruned_perf/pytest_plugin.py
+Each point is one measurement (docs/results-schema.md); the plugin in pruned_perf/bench/pytest_plugin.py
 chooses the points and keeps one model on the device at a time.
 
 A point fails only for a real defect: a wrong output length (measure raises), an error other than

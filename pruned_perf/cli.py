@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pruned_perf.errors import UserError
 
+
 def _layers_arg(text: str) -> tuple[int, int]:
     try:
         start, end = (int(x) for x in text.split(":"))
@@ -37,7 +38,7 @@ def _add_sizing_args(parser: argparse.ArgumentParser) -> None:
 
 def _option_methods() -> dict[str, set[str]]:
     """Each method-specific option and the methods that take it."""
-    from pruned_perf.methods import METHODS
+    from pruned_perf.pruning.methods import METHODS
 
     table = dict.fromkeys(("--ratio", "--target-params"), set(METHODS) - {"dense"})
     for key, flag in (("plus_rule", "--no-plus-rule"), ("layers", "--layers"), ("bias", "--no-bias")):
@@ -56,9 +57,9 @@ def _check_options(args) -> None:
 
 
 def _sizing(args):
-    from pruned_perf import methods
     from pruned_perf.models import model_config
-    from pruned_perf.sizing import parse_param_count
+    from pruned_perf.pruning import methods
+    from pruned_perf.pruning.sizing import parse_param_count
 
     methods.get_method(args.method)  # name the bad method before touching the model
     _check_options(args)
@@ -79,8 +80,8 @@ def cmd_size(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from pruned_perf.info import describe, layer_runs
-    from pruned_perf.sizing import layer_span
+    from pruned_perf.pruning.info import describe, layer_runs
+    from pruned_perf.pruning.sizing import layer_span
 
     info = describe(args.model)
     if args.json:
@@ -96,12 +97,12 @@ def cmd_info(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from pruned_perf import methods
-    from pruned_perf.calibration import choose_source
-    from pruned_perf.fingerprint import pick_device
+    from pruned_perf.bench.fingerprint import pick_device
     from pruned_perf.models import build_model, is_preset, load_tokenizer, parse_dtype
-    from pruned_perf.sizing import count_params
-    from pruned_perf.surgery import apply, check_output_dir, save_pruned
+    from pruned_perf.pruning import methods
+    from pruned_perf.pruning.calibration import choose_source
+    from pruned_perf.pruning.sizing import count_params
+    from pruned_perf.pruning.surgery import apply, check_output_dir, save_pruned
 
     # Everything the user typed is checked before a model is built or a file is written.
     config, sizing, options = _sizing(args)
@@ -133,8 +134,7 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_overhead(args) -> int:
-    from pruned_perf import overhead
-
+    from pruned_perf.bench import overhead
     return overhead.run(args)
 
 

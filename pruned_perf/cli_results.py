@@ -10,7 +10,7 @@ import sys
 
 from tabulate import tabulate
 
-from pruned_perf import results as res
+from pruned_perf.analysis import results as res
 from pruned_perf.atomic import write_json_atomic, write_text_atomic
 from pruned_perf.errors import UserError
 
@@ -99,7 +99,7 @@ def _add_merge(sub) -> None:
 
 def _compare_with_baseline(args, current):
     """(baseline Results, Comparison) for --baseline, or (None, None) when none was asked for."""
-    from pruned_perf.compare import compare_with_baseline
+    from pruned_perf.analysis.compare import compare_with_baseline
 
     if not args.baseline:
         return None, None
@@ -107,7 +107,7 @@ def _compare_with_baseline(args, current):
 
 
 def cmd_compare(args) -> int:
-    from pruned_perf.report import render
+    from pruned_perf.analysis.report import render
 
     if not args.baseline:
         raise UserError("compare needs a baseline: --baseline FILE|DIR|auto")
@@ -120,7 +120,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from pruned_perf.report import render
+    from pruned_perf.analysis.report import render
 
     current = res.load_results(args.results)
     _, comparison = _compare_with_baseline(args, current)
@@ -133,7 +133,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from pruned_perf.plot import figure_format, plot
+    from pruned_perf.analysis.plot import figure_format, plot
 
     figure_format(args.out)  # before loading anything: a typo should not cost a comparison
     current = res.load_results(args.results)

@@ -33,7 +33,7 @@ def _imported(path: Path) -> list[str]:
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from pruned_perf.methods import depth` imports a module; `from x import UserError` does not
+            # `from pruned_perf.pruning.methods import depth` imports a module; `from x import UserError` does not
             names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
     return names
 

@@ -16,7 +16,7 @@ from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
 from pruned_perf import smollm2
 from pruned_perf.errors import UserError, choice_error
-from pruned_perf.surgery import load_pruned
+from pruned_perf.pruning.surgery import load_pruned
 
 _LLAMA_1 = dict(vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-6)
 
@@ -143,7 +143,7 @@ def load_tokenizer(name: str):
 
     A pruned directory without tokenizer files uses its source model's tokenizer.
     """
-    from pruned_perf.calibration import ByteTokenizer
+    from pruned_perf.pruning.calibration import ByteTokenizer
 
     if name in PRETRAINED:
         name = str(PRETRAINED[name]())

@@ -10,7 +10,7 @@ import math
 import random
 import statistics
 
-from pruned_perf.results import add_speedups
+from pruned_perf.analysis.results import add_speedups
 
 FINGERPRINT = {
     "device": "cuda",

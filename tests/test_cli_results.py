@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from pruned_perf import cli_results
+from pruned_perf.analysis.results import load_results
 from pruned_perf.errors import UserError
-from pruned_perf.results import load_results
 
 try:
     from tests.synthetic_results import make_results, point_id, scale_point, sweep, write
@@ -212,8 +212,8 @@ def test_baseline_update_refuses_other_hardware_unless_forced(run, stored, raw, 
 def test_results_modules_do_not_import_torch():
     import subprocess
 
-    code = ("import sys, pruned_perf.cli_results, pruned_perf.compare, pruned_perf.report, pruned_perf.plot, "
-            "pruned_perf.config, pruned_perf.results; "
+    code = ("import sys, pruned_perf.cli_results, pruned_perf.analysis.compare, pruned_perf.analysis.report, pruned_perf.analysis.plot, "
+            "pruned_perf.analysis.config, pruned_perf.analysis.results; "
             "bad = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]; "
             "print(*bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pruned_perf import compare as cmp
-from pruned_perf import stats
-from pruned_perf.config import (DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS, DEFAULT_THRESHOLDS, Config, config_from_table,
-                                load_config)
+from pruned_perf.analysis import compare as cmp
+from pruned_perf.analysis import stats
+from pruned_perf.analysis.config import (DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS, DEFAULT_THRESHOLDS, Config,
+                                         config_from_table, load_config)
+from pruned_perf.analysis.results import HISTORY_RUNS, point_summary, results_from_dict
 from pruned_perf.errors import UserError
-from pruned_perf.results import HISTORY_RUNS, point_summary, results_from_dict
 
 try:
     from tests.synthetic_results import make_point, make_results, noisy, point_id, scale_point, sweep
@@ -53,13 +53,21 @@ def _runs(rng, cv, noise, drift=0.0, history=1, rounds_factor=1.0, ttft_factor=1
     return past[-1], [point_summary(p) for p in past], current
 
 
+def _noise(history: list[dict]) -> dict:
+    """The between-run SD of each metric from the stored runs, as compare() derives it (one point here)."""
+    if len(history) < cmp.MIN_HISTORY:
+        return {}
+    sds = cmp.between_run_sd([{"points": {"p": run}} for run in history], {"p": "model"})
+    return {metric: sd for (_, metric), sd in sds.items()}
+
+
 def _rates(trials, cv, noise, seed, config=None, **run_kwargs):
     """Per-metric and per-point rate of each verdict over `trials` simulated comparisons."""
     rng, config = random.Random(seed), config or Config()
     metric_counts, point_counts = {}, {}
     for _ in range(trials):
         base, history, cur = _runs(rng, cv, noise, **run_kwargs)
-        pv = cmp.compare_point("p", base, cur, config, history)
+        pv = cmp.compare_point("p", base, cur, config, history, _noise(history))
         point_counts[pv.status] = point_counts.get(pv.status, 0) + 1
         for m in pv.metrics:
             key = (m.metric, m.verdict)
@@ -265,7 +273,7 @@ def test_one_slower_point_and_only_it_regresses():
 
 def _history_file(raw, runs: int, seed: int = 11) -> dict:
     """raw as a baseline with `runs` stored runs: earlier runs are re-drawn with other noise."""
-    from pruned_perf.results import HISTORY_KEY, run_summary
+    from pruned_perf.analysis.results import HISTORY_KEY, run_summary
 
     summaries = []
     for i in range(runs - 1):
@@ -297,6 +305,46 @@ def test_with_a_history_a_slowdown_beyond_every_stored_run_regresses():
     assert c.history_runs == 4
     assert [p.id for p in c.points if p.status == "regressed"] == [slow]
     assert c.by_id()[slow].metric("latency_s").verdict == "regressed"
+
+
+def _drifting_history(raw, runs: int, spread: float, seed: int = 5) -> dict:
+    """raw as a baseline whose `runs` stored runs each moved every point by its own factor exp(N(0, spread)),
+    as single points of a small model do on a shared CPU (A/A under load: 7-15% SD)."""
+    from pruned_perf.analysis.results import HISTORY_KEY, run_summary
+
+    rng = random.Random(seed)
+    summaries = []
+    for i in range(runs):
+        moved = raw
+        for pid in [b["extra_info"]["id"] for b in raw["benchmarks"] if not b["extra_info"]["oom"]]:
+            factor = math.exp(rng.gauss(0.0, spread))
+            moved = scale_point(moved, pid, factor, ttft_factor=factor)
+        summaries.append(run_summary(results_from_dict(moved, f"run-{i}.json")))
+    raw = json.loads(json.dumps(raw))
+    raw[HISTORY_KEY] = summaries
+    return raw
+
+
+def test_a_change_within_the_spread_the_history_measured_is_noisy_a_larger_one_regresses():
+    """With 3 stored runs whose points wandered 15% (SD) from run to run, +40% on one point lies beyond
+    every stored run but within 3 SDs of their mean: noisy, with the reason. +150% does not."""
+    raw = make_results(sweep(batch_sizes=(1, 8, 64)))
+    slow = point_id("llama-7b", "dense", 8, 12, 128)
+    base = results_from_dict(_drifting_history(raw, runs=3, spread=0.15), "base.json")
+    stored = [run["points"][slow]["latency_s"] for run in base.runs]
+    factor = 1.4 * max(stored) / base.points[slow]["latency_s"]  # the current point: 40% beyond the slowest run
+    within = cmp.compare(results_from_dict(scale_point(raw, slow, factor, ttft_factor=factor), "cur.json"), base)
+    latency = within.by_id()[slow].metric("latency_s")
+    assert latency.current_median > 1.3 * max(stored)  # beyond every stored run by far more than the threshold
+    assert latency.verdict == "noisy" and "between-run SDs from the mean of 3 stored runs" in latency.reason
+    assert not within.has_regression
+    beyond = cmp.compare(results_from_dict(scale_point(raw, slow, 2.5 * factor, ttft_factor=2.5 * factor),
+                                           "cur.json"), base)
+    assert beyond.by_id()[slow].metric("latency_s").verdict == "regressed"
+    # the rule can be turned off: then the envelope alone decides
+    off = cmp.compare(results_from_dict(scale_point(raw, slow, factor, ttft_factor=factor), "cur.json"), base,
+                      config_from_table({"history_sigmas": 0}))
+    assert off.by_id()[slow].metric("latency_s").verdict == "regressed"
 
 
 def test_a_slowdown_while_the_probe_says_the_machine_was_slower_is_noisy_not_regressed():
@@ -435,6 +483,7 @@ alpha = 0.001
     ({"thresholds": {"latency": 0.1}}, "unknown key.*latency;.*latency_s"),
     ({"thresholds": {"latency_s": -1}}, "threshold must be"),
     ({"alpha": 2}, "alpha must be"),
+    ({"history_sigmas": -1}, "history_sigmas must be a number of standard deviations >= 0.*got -1"),
     ({"min_rounds": 0}, "min_rounds must be"),
     ({"groups": [{"latency_s": 0.1}]}, "needs match"),
     ({"groups": [{"match": "*", "speed": 1}]}, r"groups\[0\].*unknown key.*speed"),

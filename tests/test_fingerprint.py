@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pruned_perf import fingerprint as fp
+from pruned_perf.bench import fingerprint as fp
 from pruned_perf.errors import UserError
 
 FILE_SAFE = re.compile(r"[a-z0-9][a-z0-9.-]*")

@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pruned_perf import measure as measure_module
+from pruned_perf.bench import measure as measure_module
+from pruned_perf.bench.measure import (GenerationLengthError, OomGuard, decode_step_bytes, device_copy_bytes_per_s,
+                                       make_inputs, measure)
 from pruned_perf.errors import UserError
-from pruned_perf.measure import (GenerationLengthError, Measurement, OomGuard, Point, decode_step_bytes,
-                                 device_copy_bytes_per_s, make_inputs, measure, timing_fields)
+from pruned_perf.schema import Measurement, Point, timing_fields
 
 try:
     from tests.synthetic_results import SCHEMA_FIELDS

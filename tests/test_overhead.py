@@ -4,10 +4,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pruned_perf import models, overhead
+from pruned_perf import models
+from pruned_perf.bench import overhead
 from pruned_perf.cli import main as cli_main
 from pruned_perf.errors import UserError
-from pruned_perf.measure import Point
+from pruned_perf.schema import Point
 
 
 def tiny_llama():

@@ -16,11 +16,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from pruned_perf.bench.fingerprint import fingerprint
 from pruned_perf.cli import main as cli_main
-from pruned_perf.fingerprint import fingerprint
-from pruned_perf.measure import Measurement
 from pruned_perf.models import model_config
 from pruned_perf.pointlog import read_log
+from pruned_perf.schema import Measurement
 
 try:
     from tests.synthetic_results import SCHEMA_FIELDS
@@ -81,7 +81,7 @@ import os
 
 import torch
 
-import pruned_perf.measure as measure
+import pruned_perf.bench.measure as measure
 
 _real_full_call = measure.full_call
 
@@ -120,7 +120,7 @@ PointLog.append = _append
 '''
 
 FAIL_PLUGIN = '''
-import pruned_perf.measure as measure
+import pruned_perf.bench.measure as measure
 
 _real_full_call = measure.full_call
 
@@ -582,7 +582,7 @@ def test_benchmark_compare_warns_only_when_the_machine_differs():
     """pytest-benchmark's --benchmark-compare must not warn about this plugin's per-run keys."""
     from pytest_benchmark.plugin import pytest_benchmark_compare_machine_info as theirs
 
-    from pruned_perf.pytest_plugin import pytest_benchmark_compare_machine_info as ours
+    from pruned_perf.bench.pytest_plugin import pytest_benchmark_compare_machine_info as ours
 
     def warnings_for(current: dict, stored: dict) -> list[str]:
         said = []

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from pruned_perf.compare import NEWLY_OOM, REGRESSED, Comparison, PointVerdict
+from pruned_perf.analysis.compare import NEWLY_OOM, REGRESSED, Comparison, PointVerdict
+from pruned_perf.analysis.plot import make_figure, plot
+from pruned_perf.analysis.results import results_from_dict
 from pruned_perf.errors import UserError
-from pruned_perf.plot import make_figure, plot
-from pruned_perf.results import results_from_dict
 
 try:
     from tests.synthetic_results import make_point, make_results, point_id, refresh_summary, scale_point, sweep

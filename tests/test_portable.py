@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from pruned_perf.atomic import write_json_atomic
 from pruned_perf.cli import main
 from pruned_perf.models import build_model
-from pruned_perf.plan import PrunePlan, load_plan
-from pruned_perf.surgery import LOADER, apply, load_pruned, save_pruned
+from pruned_perf.pruning.plan import PrunePlan, load_plan
+from pruned_perf.pruning.surgery import LOADER, apply, load_pruned, save_pruned
 
 # Llama-3.2 / SmolLM2 style: the output head is the input embedding. 8 layers leave the depth "+" rule
 # two candidates; no tokenizer, so calibration uses token ids.
@@ -145,8 +145,8 @@ def test_plain_transformers_is_told_how_to_load_a_width_directory_and_then_loads
 def test_the_loader_written_beside_a_width_model_names_load_pruned_without_pruned_perf(tmp_path, monkeypatch):
     plan = width_plans()[0]
     out = save_pruned(apply(build_model("tiny-gqa"), plan), plan, tmp_path / "w")
-    monkeypatch.setitem(sys.modules, "pruned_perf.surgery", None)  # as if pruned_perf were not installed
-    with pytest.raises(ImportError, match=r"pruned_perf.surgery.load_pruned\(DIR\)"):
+    monkeypatch.setitem(sys.modules, "pruned_perf.pruning.surgery", None)  # as if pruned_perf were not installed
+    with pytest.raises(ImportError, match=r"pruned_perf.pruning.surgery.load_pruned\(DIR\)"):
         exec(compile((out / LOADER).read_text(), str(out / LOADER), "exec"), {})
 
 

@@ -13,19 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from pruned_perf import variants
-from pruned_perf.calibration import ByteTokenizer
-from pruned_perf.compare import IMPROVED, REGRESSED, UNCHANGED, compare
+from pruned_perf.analysis.compare import IMPROVED, REGRESSED, UNCHANGED, compare
+from pruned_perf.analysis.metrics import BY_NAME, DEFAULT_THRESHOLDS, LOWER_IS_BETTER
+from pruned_perf.analysis.plot import make_figure, make_quality_figure, plot
+from pruned_perf.analysis.report import render
+from pruned_perf.analysis.results import results_from_dict
+from pruned_perf.bench.sweep import ModelPool
 from pruned_perf.errors import UserError
-from pruned_perf.metrics import BY_NAME, DEFAULT_THRESHOLDS, LOWER_IS_BETTER
 from pruned_perf.models import build_model
-from pruned_perf.plan import PrunePlan
-from pruned_perf.plot import make_figure, make_quality_figure, plot
-from pruned_perf.report import render
-from pruned_perf.results import results_from_dict
-from pruned_perf.sweep import ModelPool
-from pruned_perf.variants import (NO_QUALITY, Variant, load_variant, plan_key, planning_dtype,
-                                  structure_from_random_weights, variant_quality)
+from pruned_perf.pruning import variants
+from pruned_perf.pruning.calibration import ByteTokenizer
+from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.pruning.variants import (NO_QUALITY, Variant, load_variant, plan_key, planning_dtype,
+                                          structure_from_random_weights, variant_quality)
 
 try:
     from tests.synthetic_results import make_point, make_results, point_id
@@ -230,7 +230,7 @@ def test_a_bfloat16_run_scores_its_plan_in_float32_and_times_the_same_weights(tm
 
 
 def test_make_plan_records_the_dtype_that_scored_it():
-    from pruned_perf.variants import make_plan
+    from pruned_perf.pruning.variants import make_plan
 
     plan = make_plan(CHEAP, build_model("tiny-llama", CPU, torch.bfloat16))
     assert plan.settings["scoring_dtype"] == "bfloat16"

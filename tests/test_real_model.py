@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from pruned_perf import smollm2
-from pruned_perf.calibration import ByteTokenizer, builtin_text
 from pruned_perf.cli import main
 from pruned_perf.errors import UserError
-from pruned_perf.evaluate import HELDOUT_MODULES, heldout_perplexity, heldout_text
 from pruned_perf.models import build_model, load_tokenizer, model_config
-from pruned_perf.sizing import count_params
+from pruned_perf.pruning.calibration import ByteTokenizer, builtin_text
+from pruned_perf.pruning.evaluate import HELDOUT_MODULES, heldout_perplexity, heldout_text
+from pruned_perf.pruning.sizing import count_params
 
 # The published shapes of SmolLM2-135M: [out, in] of every weight in one decoder layer.
 LAYER_SHAPES = {
@@ -243,8 +243,8 @@ def test_prune_cli_prunes_smollm2_and_keeps_its_tokenizer(smollm2_dir, tmp_path,
 
 @pytest.mark.slow
 def test_perf_suite_variants_take_smollm2_by_name(smollm2_dir, tmp_path):
-    from pruned_perf.sweep import select_variants
-    from pruned_perf.variants import get_profile, load_variant
+    from pruned_perf.bench.sweep import select_variants
+    from pruned_perf.pruning.variants import get_profile, load_variant
 
     variants = select_variants(get_profile("quick"), ("smollm2-135m",))
     assert [v.method for v in variants] == ["dense", "llm-pruner", "flap", "depth"]

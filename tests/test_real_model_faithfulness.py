@@ -13,12 +13,12 @@ import statistics
 import pytest
 import torch
 
-from pruned_perf.evaluate import heldout_perplexity
-from pruned_perf.methods.depth import candidates
 from pruned_perf.models import build_model, load_tokenizer
-from pruned_perf.plan import PrunePlan
-from pruned_perf.surgery import apply
-from pruned_perf.variants import PROFILES, load_variant
+from pruned_perf.pruning.evaluate import heldout_perplexity
+from pruned_perf.pruning.methods.depth import candidates
+from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.pruning.surgery import apply
+from pruned_perf.pruning.variants import PROFILES, load_variant
 
 pytestmark = pytest.mark.slow
 

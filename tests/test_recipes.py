@@ -4,12 +4,12 @@ import types
 
 import torch
 
-from pruned_perf import methods
-from pruned_perf.measure import Point, measure
-from pruned_perf.plan import PrunePlan
-from pruned_perf.sizing import Sizing, count_params, dense_layer_params
-from pruned_perf.sweep import make_points, select_variants
-from pruned_perf.variants import get_profile, load_variant
+from pruned_perf.bench.measure import measure
+from pruned_perf.bench.sweep import make_points, select_variants
+from pruned_perf.pruning import methods
+from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.pruning.sizing import Sizing, count_params, dense_layer_params
+from pruned_perf.pruning.variants import get_profile, load_variant
 
 
 def last_block_method() -> types.ModuleType:
@@ -50,3 +50,80 @@ def test_a_method_added_as_the_readme_says_is_pruned_and_measured(monkeypatch, t
     m = measure(model, point, rounds=2, warmup=1)
     assert m.method == toy.NAME and not m.oom and len(m.rounds_s) == 2 and m.latency_s > 0
     assert m.params == toy.size(dense.config, ratio=0.25).params
+
+
+# ---------------------------------------------------------------- adding a metric
+
+# The README's recipe "adding a metric": one entry in METRICS (and the function that builds its samples
+# from a point's raw rounds). Decode throughput: generated tokens after the first, per second of decoding.
+DECODE_METRIC = '''
+def _decode_rate(point):
+    tokens = (point.get("batch_size") or 0) * ((point.get("output_tokens") or 0) - 1)
+    pairs = zip(point.get("rounds_s") or [], point.get("ttft_rounds_s") or [])
+    return [tokens / (end - first) for end, first in pairs if end > first] if tokens > 0 else []
+
+
+METRICS = METRICS + (
+    Metric("decode_tokens_per_s", HIGHER_IS_BETTER, True, 0.05, _decode_rate, "decode throughput", _probe),
+)
+BY_NAME = {m.name: m for m in METRICS}
+DEFAULT_THRESHOLDS = {m.name: m.threshold for m in METRICS}
+'''
+
+
+def _package_with_decode_metric(tmp_path):
+    import shutil
+
+    from pruned_perf import codehash
+
+    root = tmp_path / "pkg"
+    shutil.copytree(codehash.ROOT, root / "pruned_perf", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(root / "pruned_perf" / "analysis" / "metrics.py", "a", encoding="utf-8") as f:
+        f.write(DECODE_METRIC)
+    return root
+
+
+def _cli(args, cwd, package_root=None):
+    import subprocess
+    import sys
+
+    path = f"sys.path.insert(0, {str(package_root)!r}); " if package_root else ""
+    code = (f"import sys; {path}import pruned_perf; print('package', pruned_perf.__file__); "
+            f"from pruned_perf.cli import main; sys.exit(main({args!r}))")
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_a_metric_added_as_the_readme_says_is_gated_stored_and_configurable(tmp_path):
+    import json
+
+    try:
+        from tests.synthetic_results import make_results, point_id, scale_point, sweep, write
+    except ImportError:
+        from synthetic_results import make_results, point_id, scale_point, sweep, write
+
+    package = _package_with_decode_metric(tmp_path)
+    base = make_results(sweep(methods=("dense", "depth"), batch_sizes=(1, 8)))
+    pid = point_id("llama-7b", "depth", 8, 12, 128)
+    # the same full calls, but the first token twice as fast: decoding took longer
+    write(tmp_path / "base.json", base)
+    write(tmp_path / "new.json", scale_point(base, pid, 1.0, ttft_factor=0.5))
+    (tmp_path / "pyproject.toml").write_text("[tool.pruned_perf.thresholds]\ndecode_tokens_per_s = 0.02\n")
+    args = ["compare", "new.json", "--baseline", "base.json", "--format", "plain", "--json", "v.json"]
+
+    done = _cli(args, tmp_path, package)
+    assert f"package {package}" in done.stdout, done.stdout  # the copy with the new entry ran
+    assert done.returncode == 1, done.stdout + done.stderr
+    [point] = [p for p in json.loads((tmp_path / "v.json").read_text())["points"] if p["id"] == pid]
+    [decode] = [m for m in point["metrics"] if m["metric"] == "decode_tokens_per_s"]
+    assert decode["verdict"] == "regressed" and decode["change"] < -0.05 and decode["threshold"] == 0.02
+    assert "decode_tokens_per_s" in done.stdout  # the report names it among the regressions
+
+    # the baseline history keeps its median per run, like every metric's
+    assert _cli(["baseline", "update", "base.json", "--baselines-dir", "b"], tmp_path, package).returncode == 0
+    [stored] = (tmp_path / "b").rglob("*.json")
+    history = json.loads(stored.read_text())["pruned_perf_history"]
+    assert history[-1]["points"][pid]["decode_tokens_per_s"] > 0
+
+    # without the entry the threshold names a metric that does not exist: one error naming the valid ones
+    plain = _cli(args, tmp_path)
+    assert plain.returncode == 2 and "decode_tokens_per_s" in plain.stderr and "latency_s" in plain.stderr

@@ -3,10 +3,10 @@ import copy
 
 import pytest
 
-from pruned_perf.compare import compare
+from pruned_perf.analysis.compare import compare
+from pruned_perf.analysis.report import render
+from pruned_perf.analysis.results import results_from_dict
 from pruned_perf.errors import UserError
-from pruned_perf.report import render
-from pruned_perf.results import results_from_dict
 
 try:
     from tests.synthetic_results import make_point, make_results, point_id, scale_point, sweep
@@ -57,7 +57,7 @@ def test_each_table_names_the_largest_batch_that_fit(raw):
 
 
 def test_largest_batch_names_sizes_and_backends_only_where_they_differ():
-    from pruned_perf.report import largest_batch_line
+    from pruned_perf.analysis.report import largest_batch_line
 
     def pt(method, params, m, oom=False, backend="eager"):
         return {"method": method, "params": params, "batch_size": m, "oom": oom, "backend": backend}

@@ -4,12 +4,10 @@ import os
 
 import pytest
 
-from pruned_perf.errors import UserError
+from pruned_perf.analysis.results import (HISTORY_KEY, HISTORY_RUNS, baseline_path, list_baselines, load_results,
+                                          merge_results, resolve_baseline, store_baseline)
 from pruned_perf.atomic import write_json_atomic
-from pruned_perf.results import (
-    HISTORY_KEY, HISTORY_RUNS, baseline_path, list_baselines, load_results, merge_results, resolve_baseline,
-    store_baseline,
-)
+from pruned_perf.errors import UserError
 
 try:
     from tests.synthetic_results import make_point, make_results, sweep, write

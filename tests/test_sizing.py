@@ -5,11 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pruned_perf import methods
 from pruned_perf.cli import main
 from pruned_perf.errors import UserError
 from pruned_perf.models import build_model, model_config
-from pruned_perf.sizing import count_params, dense_layer_params, embedding_params, parse_param_count
+from pruned_perf.pruning import methods
+from pruned_perf.pruning.sizing import count_params, dense_layer_params, embedding_params, parse_param_count
 
 # (preset, method, flags) -> (expected output fragments, exact parameter count), from methods.md.
 REFERENCE = [

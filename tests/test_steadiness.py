@@ -1,8 +1,8 @@
 """The steadiness probe: a fixed workload timed on the machine, with the machine's threads."""
 import torch
 
-from pruned_perf import steadiness
-from pruned_perf.fingerprint import cpu_cores
+from pruned_perf.bench import steadiness
+from pruned_perf.bench.fingerprint import cpu_cores
 
 
 def test_probe_times_the_workload_and_restores_the_thread_setting(monkeypatch):

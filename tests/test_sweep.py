@@ -10,20 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pruned_perf import sweep
+from pruned_perf.bench import sweep
+from pruned_perf.bench.sweep import ModelPool, make_points, parse_ints, parse_names, parse_shard, select_variants, shard
 from pruned_perf.errors import UserError
-from pruned_perf.measure import Measurement, Point
-from pruned_perf.sweep import (
-    ModelPool,
-    make_points,
-    parse_ints,
-    parse_names,
-    parse_shard,
-    select_variants,
-    shard,
-)
 from pruned_perf.pointlog import PointLog, read_log
-from pruned_perf.variants import PROFILES, Variant, get_profile, plan_key
+from pruned_perf.pruning.variants import PROFILES, Variant, get_profile, plan_key
+from pruned_perf.schema import Measurement, Point
 
 CPU = torch.device("cpu")
 
@@ -302,12 +294,13 @@ def test_quick_profile_measures_the_real_model_at_about_100m_parameters():
 def test_the_plan_code_is_every_file_the_methods_and_model_builders_import():
     from pruned_perf.codehash import ROOT, dependency_files
 
-    files = {str(p.relative_to(ROOT)) for p in dependency_files("pruned_perf.methods", "pruned_perf.models")}
-    method_files = {f"methods/{p.name}" for p in (ROOT / "methods").glob("*.py")}
-    decides = {"sizing.py", "plan.py", "calibration.py", "evaluate.py", "models.py", "surgery.py", "__init__.py"}
+    files = {str(p.relative_to(ROOT)) for p in dependency_files("pruned_perf.pruning.methods", "pruned_perf.models")}
+    method_files = {f"pruning/methods/{p.name}" for p in (ROOT / "pruning" / "methods").glob("*.py")}
+    decides = {f"pruning/{name}" for name in ("sizing.py", "plan.py", "calibration.py", "evaluate.py", "surgery.py",
+                                              "__init__.py")} | {"models.py", "__init__.py"}
     assert method_files | decides <= files
     # measuring, reporting and the sweep do not decide a plan: editing them keeps the cached plans
-    assert not files & {"measure.py", "report.py", "compare.py", "sweep.py", "pytest_plugin.py"}
+    assert not {f for f in files if f.startswith(("bench/", "analysis/"))}, files
 
 
 def test_plan_key_changes_when_any_file_the_plan_code_imports_changes(tmp_path, monkeypatch):
@@ -320,9 +313,9 @@ def test_plan_key_changes_when_any_file_the_plan_code_imports_changes(tmp_path, 
     monkeypatch.setattr(codehash, "ROOT", copy)
     variant = Variant("tiny-llama", "depth", ratio=0.3)
     key = plan_key(variant, torch.float32, CPU)
-    (copy / "report.py").write_text("# not plan code\n", encoding="utf-8")
+    (copy / "analysis" / "report.py").write_text("# not plan code\n", encoding="utf-8")
     assert plan_key(variant, torch.float32, CPU) == key
-    for name in ("sizing.py", "plan.py", "methods/__init__.py", "methods/flap.py"):
+    for name in ("pruning/sizing.py", "pruning/plan.py", "pruning/methods/__init__.py", "pruning/methods/flap.py"):
         with open(copy / name, "a", encoding="utf-8") as f:
             f.write("\n# changed\n")
         assert plan_key(variant, torch.float32, CPU) != key, f"plan_key ignores {name}"

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
-from pruned_perf.calibration import ByteTokenizer, CalibSpec, split_builtin_text, token_windows
 from pruned_perf.models import build_model
+from pruned_perf.pruning.calibration import ByteTokenizer, CalibSpec, split_builtin_text, token_windows
 
 RECIPE = {"preset": "tiny-llama", "steps": 200, "batch": 16, "seq_len": 128, "lr": 3e-3, "seed": 0}
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
+from pruned_perf.bench.measure import free_memory
 from pruned_perf.errors import UserError
-from pruned_perf.measure import BACKENDS, Point, free_memory
-from pruned_perf.methods import get_method
 from pruned_perf.models import model_name
-from pruned_perf.variants import Profile, Variant, load_variant, saved_plan, variant_fields
+from pruned_perf.pruning.methods import get_method
+from pruned_perf.pruning.variants import Profile, Variant, load_variant, saved_plan, variant_fields
+from pruned_perf.schema import BACKENDS, Point
 
 
 def parse_ints(text: str | None, what: str) -> tuple[int, ...] | None:

@@ -3,7 +3,7 @@ last (untimed: pytest-benchmark's `setup` hook).
 
 Its time says how fast the machine was while the point ran. Between two runs of the same code, a
 point that got slower while the probe got slower by a like amount tells of a busier machine, not of
-a slower code path, and the comparison says `noisy` instead of `regressed` (pruned_perf.compare).
+a slower code path, and the comparison says `noisy` instead of `regressed` (pruned_perf.analysis.compare).
 
 The probe runs on the point's device with as many threads as the process may use cores, whatever the
 timed code was configured with (OMP_NUM_THREADS, torch.set_num_threads): the thread count is part
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from pruned_perf.fingerprint import cpu_cores
+from pruned_perf.bench.fingerprint import cpu_cores
 
 # About 15-30 ms on a 2-core CPU: long enough to average over scheduler ticks, short enough that six
 # samples per point cost little next to a point's warm-up and rounds.

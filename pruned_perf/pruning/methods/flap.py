@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from pruned_perf.calibration import CalibSpec
 from pruned_perf.errors import UserError, choice_error
-from pruned_perf.plan import PrunePlan
-from pruned_perf.sizing import Sizing, check_ratio, check_target, count_params, dense_layer_params
+from pruned_perf.pruning.calibration import CalibSpec
+from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.pruning.sizing import Sizing, check_ratio, check_target, count_params, dense_layer_params
 
 NAME = "flap"
 CRITERIA = ("AL-AM", "UL-UM")  # adaptive across layers and modules; uniform in every layer

@@ -15,11 +15,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pruned_perf.analysis.metrics import METRICS, is_number
 from pruned_perf.atomic import write_json_atomic
 from pruned_perf.errors import UserError
-from pruned_perf.metrics import METRICS, is_number
+from pruned_perf.schema import SCHEMA_VERSION
 
-SCHEMA_VERSION = 2
 SUPPORTED_SCHEMAS = (SCHEMA_VERSION,)
 HISTORY_KEY = "pruned_perf_history"
 # Runs a baseline remembers: enough to see how far identical code wanders between runs, few enough
@@ -175,7 +175,7 @@ def _pruned_perf_meta(raw: dict, path: str) -> dict:
         raise UserError(f"{path}: results schema {schema!r} is not supported (supported schema: {supported})")
     fingerprint = meta.get("fingerprint")
     if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("slug"), str):
-        raise UserError(f"{path}: machine_info.pruned_perf.fingerprint.slug is missing")
+        raise UserError(f"{path}: machine_info.pruned_perf.bench.fingerprint.slug is missing")
     _check_safe_name(fingerprint["slug"], "fingerprint slug", path)
     profile = meta.get("profile")
     if not isinstance(profile, str):

@@ -6,6 +6,7 @@ alpha = 0.008          # significance level of the one-sided Mann-Whitney U test
 min_rounds = 5         # fewer timed rounds on either side -> inconclusive
 drift_allowance = 1.0  # with < 3 stored runs: how far a time or speedup may drift between runs
 probe_tolerance = 0.15 # the steadiness probe this much slower than in the baseline's run: noisy
+history_sigmas = 3.0   # with >= 3 stored runs: how many between-run SDs a change must exceed
 
 [tool.pruned_perf.thresholds]   # relative change of the median that counts, per metric
 latency_s = 0.05
@@ -29,8 +30,8 @@ import fnmatch
 import os
 from dataclasses import dataclass, field
 
+from pruned_perf.analysis.metrics import DEFAULT_THRESHOLDS
 from pruned_perf.errors import UserError
-from pruned_perf.metrics import DEFAULT_THRESHOLDS
 
 try:
     import tomllib
@@ -52,8 +53,13 @@ DEFAULT_MIN_ROUNDS = 5
 DEFAULT_DRIFT_ALLOWANCE = 1.0
 # The steadiness probe's own run-to-run wander on a quiet machine stays within about 10%.
 DEFAULT_PROBE_TOLERANCE = 0.15
+# With a history, a change must lie this many between-run standard deviations (pooled over the points of
+# the model, from the stored runs) from the history's mean. 3 keeps the simulated catch rate of a 20%
+# slowdown at 5% noise at >= 95% (tests/test_compare.py; 4 gives 92%). Identical code against a 3-run
+# history on the shared 2-core CPU under load reached up to 3.8 (README, "A/A and A/B"). 0: off.
+DEFAULT_HISTORY_SIGMAS = 3.0
 
-_FRACTIONS = ("alpha", "drift_allowance", "probe_tolerance")
+_FRACTIONS = ("alpha", "drift_allowance", "probe_tolerance", "history_sigmas")
 TOP_LEVEL_KEYS = ("thresholds", "groups", "min_rounds") + _FRACTIONS
 SETTING_KEYS = tuple(DEFAULT_THRESHOLDS) + ("min_rounds",) + _FRACTIONS
 GROUP_KEYS = ("match",) + SETTING_KEYS
@@ -68,6 +74,7 @@ class Settings:
     min_rounds: int = DEFAULT_MIN_ROUNDS
     drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE
     probe_tolerance: float = DEFAULT_PROBE_TOLERANCE
+    history_sigmas: float = DEFAULT_HISTORY_SIGMAS
 
 
 @dataclass
@@ -83,6 +90,7 @@ class Config:
     min_rounds: int = DEFAULT_MIN_ROUNDS
     drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE
     probe_tolerance: float = DEFAULT_PROBE_TOLERANCE
+    history_sigmas: float = DEFAULT_HISTORY_SIGMAS
     groups: list[Group] = field(default_factory=list)
     source: str = "defaults"
 
@@ -172,7 +180,16 @@ def _setting(key: str, value, where: str):
         return _min_rounds(value, where)
     if key == "alpha":
         return _alpha(value, where)
+    if key == "history_sigmas":
+        return _sigmas(value, where)
     return _threshold(value, where)  # drift_allowance, probe_tolerance: relative changes too
+
+
+def _sigmas(value, where: str) -> float:
+    if not _is_number(value) or not 0 <= value < 100:
+        raise UserError(f"{where}: history_sigmas must be a number of standard deviations >= 0 (0: off), "
+                        f"got {value!r}")
+    return float(value)
 
 
 def _alpha(value, where: str) -> float:

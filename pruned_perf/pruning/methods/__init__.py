@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from pruned_perf.calibration import (
-    Calibration,
-    CalibSpec,
-    calibration_batch,
-    effective_source,
-)
 from pruned_perf.errors import UserError, choice_error
-from pruned_perf.methods import dense, depth, flap, llm_pruner
-from pruned_perf.plan import PrunePlan
-from pruned_perf.sizing import Sizing
+from pruned_perf.pruning.calibration import Calibration, CalibSpec, calibration_batch, effective_source
+from pruned_perf.pruning.methods import dense, depth, flap, llm_pruner
+from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.pruning.sizing import Sizing
 
 METHODS = {m.NAME: m for m in (dense, depth, llm_pruner, flap)}
 

@@ -9,13 +9,11 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
-from pruned_perf.compare import (
-    IMPROVED, INCONCLUSIVE, MISSING, MIN_HISTORY, NEW, NEWLY_OOM, NO_LONGER_OOM, NOISY, REGRESSED, UNCHANGED,
-    Comparison, PointVerdict,
-)
+from pruned_perf.analysis.compare import (IMPROVED, INCONCLUSIVE, MIN_HISTORY, MISSING, NEW, NEWLY_OOM, NO_LONGER_OOM,
+                                          NOISY, REGRESSED, UNCHANGED, Comparison, PointVerdict)
+from pruned_perf.analysis.results import Results
 from pruned_perf.errors import choice_error
-from pruned_perf.results import Results
-from pruned_perf.sizing import format_params
+from pruned_perf.pruning.sizing import format_params
 
 FORMATS = {"github": "github", "plain": "simple"}
 # GitHub refuses a step summary over 1 MiB; keep some room for what the workflow adds around it.

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pruned_perf.compare import NEWLY_OOM, REGRESSED, Comparison
-from pruned_perf.errors import UserError
-from pruned_perf.metrics import is_number
+from pruned_perf.analysis.compare import NEWLY_OOM, REGRESSED, Comparison
+from pruned_perf.analysis.metrics import is_number
+from pruned_perf.analysis.results import Results
 from pruned_perf.atomic import atomic_path
-from pruned_perf.results import Results
-from pruned_perf.sizing import format_params
+from pruned_perf.errors import UserError
+from pruned_perf.pruning.sizing import format_params
 
 FIGURE_SUFFIXES = (".png", ".svg")
 # Reference styling; other methods take the next automatic colour and marker.
@@ -80,8 +80,8 @@ def figure_format(out_path: str | os.PathLike) -> str:
 
 
 def make_figure(results: Results, baseline: Results | None = None, comparison: Comparison | None = None):
-    from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     require_measured_points(results)
     models = sorted({p["model"] for p in results.points.values()})

@@ -11,7 +11,11 @@ decided in three steps (the rule, and the false-alarm rates measured with it, ar
    a run stay tight, so a significant change must also lie beyond the median of every stored run of
    the baseline (its history, up to 10 runs) by more than the threshold. With fewer than MIN_HISTORY
    stored runs the spread between runs is unknown: a time or a speedup must then move by more than
-   `drift_allowance`, measured in A/A runs; memory needs only the threshold. Else `noisy`.
+   `drift_allowance`, measured in A/A runs; memory needs only the threshold. With MIN_HISTORY or more
+   stored runs it must also lie more than `history_sigmas` between-run standard deviations from the
+   mean of the stored medians (log scale; the SD pooled over the model's points, since 3 runs say little
+   about one point while a model's points drift alike). A noisy machine thus gets a wide gate, a
+   steady one a narrow gate, both measured rather than assumed. Else `noisy`.
 3. Steadiness: a time that got worse while the steadiness probe of its point says the machine was
    markedly slower (probe median more than `probe_tolerance` above the baseline's) or noisier (probe
    rounds spread over more than twice that, and twice the baseline's spread) is `noisy`, not
@@ -20,7 +24,7 @@ decided in three steps (the rule, and the false-alarm rates measured with it, ar
    measured while the machine was busy inflates every speedup of its shape). Memory does not depend
    on the machine's speed.
 
-Samples per metric come from the raw rounds (pruned_perf.metrics); peak memory is one deterministic
+Samples per metric come from the raw rounds (pruned_perf.analysis.metrics); peak memory is one deterministic
 number per point: threshold only, no test. A point also gets `new` (no baseline), `missing` (only in
 the baseline), `newly-oom` (a regression) and `no-longer-oom` (an improvement). Its status is the
 worst of its metric verdicts: regressed > inconclusive > noisy > improved > unchanged.
@@ -36,11 +40,11 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from pruned_perf.config import Config, Settings
+from pruned_perf.analysis.config import Config, Settings
+from pruned_perf.analysis.metrics import BY_NAME, LOWER_IS_BETTER, METRICS, Metric, is_number
+from pruned_perf.analysis.results import Results, point_summary
+from pruned_perf.analysis.stats import mann_whitney_p, min_p_value
 from pruned_perf.errors import UserError
-from pruned_perf.metrics import BY_NAME, LOWER_IS_BETTER, METRICS, Metric, is_number
-from pruned_perf.results import Results, point_summary
-from pruned_perf.stats import mann_whitney_p, min_p_value
 
 SOFTWARE_KEYS = ("torch", "transformers", "driver", "cuda")
 # Fewer stored runs than this and the envelope of their medians says little about the spread between runs.
@@ -182,8 +186,26 @@ def memory_verdict(baseline: float, current: float, threshold: float, metric: st
 # ---------------------------------------------------------------- step 2: between runs
 
 
+def between_run_sd(runs: list[dict], models: dict[str, str]) -> dict[tuple[str, str], float]:
+    """Per (model, metric): the standard deviation of a point's log median from one stored run to the
+    next, pooled over the model's points (each point's own mean taken out). `models` maps point ids to
+    their model."""
+    sums: dict[tuple[str, str], list] = {}
+    for pid, model in models.items():
+        for metric in METRICS:
+            logs = [math.log(v) for run in runs if is_number(v := run["points"].get(pid, {}).get(metric.name))
+                    and v > 0]
+            if not metric.drifts or len(logs) < 2:
+                continue
+            mean = sum(logs) / len(logs)
+            acc = sums.setdefault((model, metric.name), [0.0, 0])
+            acc[0] += sum((x - mean) ** 2 for x in logs)
+            acc[1] += len(logs) - 1
+    return {key: math.sqrt(squares / dof) for key, (squares, dof) in sums.items()}
+
+
 def between_runs_reason(metric: Metric, verdict: MetricVerdict, history: list[float],
-                        settings: Settings) -> str:
+                        settings: Settings, sd: float | None = None) -> str:
     """Why a significant change is still within the spread between runs ("" when it is beyond it).
 
     The current median must be worse (or better) than every stored run's median by more than the
@@ -198,11 +220,24 @@ def between_runs_reason(metric: Metric, verdict: MetricVerdict, history: list[fl
     edge = max(values) if worse else min(values)
     beyond = abs(math.log(verdict.current_median / edge)) if (verdict.current_median > edge) == worse else 0.0
     if beyond > math.log1p(allowance):
-        return ""
+        return _sigmas_reason(verdict, values, settings.history_sigmas, sd)
     spread = max(values) / min(values) - 1
     known = (f"{len(values)} stored runs, spread {spread:.0%}" if len(values) >= MIN_HISTORY else
              f"{len(values)} stored run(s): spread between runs unknown, allowing {allowance:.0%}")
     return f"{verdict.verdict} within the run, but not beyond every stored run by {allowance:.0%} ({known})"
+
+
+def _sigmas_reason(verdict: MetricVerdict, values: list[float], sigmas: float, sd: float | None) -> str:
+    """Why a change beyond every stored run is still within `sigmas` between-run SDs of their mean."""
+    if sd is None or sigmas <= 0 or len(values) < MIN_HISTORY:
+        return ""
+    center = sum(math.log(v) for v in values) / len(values)
+    scale = sd * math.sqrt(1 + 1 / len(values))  # the spread of one new run around a mean of n
+    away = abs(math.log(verdict.current_median) - center) / scale if scale > 0 else math.inf
+    if away > sigmas:
+        return ""
+    return (f"{verdict.verdict} within the run, but {away:.1f} between-run SDs from the mean of {len(values)} "
+            f"stored runs, not over {sigmas:g} (SD {sd:.0%}, pooled over this model's points)")
 
 
 # ---------------------------------------------------------------- step 3: steadiness
@@ -237,9 +272,9 @@ def _probe_spread(point: dict) -> float:
 
 
 def compare_point(pid: str, baseline: dict, current: dict, config: Config,
-                  history: list[dict] | None = None) -> PointVerdict:
+                  history: list[dict] | None = None, noise: dict[str, float] | None = None) -> PointVerdict:
     """Verdict of one point; `history` holds this point's metric medians in each stored run (default:
-    the baseline's own)."""
+    the baseline's own), `noise` the between-run SD of each metric of its model (between_run_sd)."""
     settings = config.settings_for(pid)
     info = {k: current.get(k) for k in _INFO_KEYS}
     if current.get("oom") and baseline.get("oom"):
@@ -250,14 +285,14 @@ def compare_point(pid: str, baseline: dict, current: dict, config: Config,
         return PointVerdict(pid, NO_LONGER_OOM, [], info)
     history = history if history else [point_summary(baseline)]
     metrics = [v for metric in METRICS
-               if (v := _metric_verdict(metric, baseline, current, history, settings)) is not None]
+               if (v := _metric_verdict(metric, baseline, current, history, settings, noise or {})) is not None]
     # A point with nothing to compare has not passed: it is inconclusive, not unchanged.
     status = next((s for s in _SEVERITY if any(m.verdict == s for m in metrics)), INCONCLUSIVE)
     return PointVerdict(pid, status, metrics, info)
 
 
 def _metric_verdict(metric: Metric, baseline: dict, current: dict, history: list[dict],
-                    settings: Settings) -> MetricVerdict | None:
+                    settings: Settings, noise: dict[str, float]) -> MetricVerdict | None:
     threshold = settings.thresholds[metric.name]
     if metric.samples is None:
         base, cur = metric.value(baseline), metric.value(current)
@@ -273,7 +308,8 @@ def _metric_verdict(metric: Metric, baseline: dict, current: dict, history: list
             return _one_sided(metric.name, "current" if base else "baseline")
         verdict = sample_verdict(metric.name, base, cur, threshold, settings.alpha, settings.min_rounds)
     if verdict.verdict in (REGRESSED, IMPROVED):
-        reason = between_runs_reason(metric, verdict, [run.get(metric.name) for run in history], settings)
+        reason = between_runs_reason(metric, verdict, [run.get(metric.name) for run in history], settings,
+                                     noise.get(metric.name))
         if not reason and metric.machine is not None:
             reason = machine_reason(metric, verdict, baseline, current, settings)
         if reason:
@@ -297,11 +333,14 @@ def compare(current: Results, baseline: Results, config: Config | None = None,
                         f"in the baseline {baseline.path} ({len(baseline.points)} points); "
                         f"was it measured with another profile or other --pp-* options?")
     runs = baseline.runs
+    models = {pid: baseline.points[pid].get("model") for pid in shared}
+    sds = between_run_sd(runs, models) if len(runs) >= MIN_HISTORY else {}
     points = []
     for pid, point in current.points.items():
         if pid in baseline.points:
             history = [run["points"][pid] for run in runs if pid in run["points"]]
-            points.append(compare_point(pid, baseline.points[pid], point, config, history))
+            noise = {metric: sd for (model, metric), sd in sds.items() if model == models[pid]}
+            points.append(compare_point(pid, baseline.points[pid], point, config, history, noise))
         else:
             points.append(PointVerdict(pid, NEW, [], {k: point.get(k) for k in _INFO_KEYS}))
     for pid, point in baseline.points.items():
@@ -339,8 +378,8 @@ def fingerprint_warnings(current: Results, baseline: Results, allow_mismatch: bo
 def compare_with_baseline(current: Results, spec: str, baselines_dir: str = "baselines",
                           pyproject: str | None = None, allow_mismatch: bool = False):
     """(baseline Results, Comparison) against a baseline given as FILE, DIR or `auto`."""
-    from pruned_perf.config import load_config
-    from pruned_perf.results import load_results, resolve_baseline
+    from pruned_perf.analysis.config import load_config
+    from pruned_perf.analysis.results import load_results, resolve_baseline
 
     config = load_config(pyproject)  # read first: a bad pyproject fails before any work
     baseline = load_results(resolve_baseline(spec, current, baselines_dir))

@@ -10,10 +10,10 @@ import time
 
 import torch
 
+from pruned_perf.bench.fingerprint import pick_device
+from pruned_perf.bench.measure import full_call, make_inputs, model_device, plain_timed_rounds, synchronize
 from pruned_perf.errors import UserError, choice_error
-from pruned_perf.fingerprint import pick_device
-from pruned_perf.measure import (Point, full_call, make_inputs, model_device, plain_timed_rounds,
-                                 synchronize)
+from pruned_perf.schema import Point
 
 TARGET = 0.03
 

@@ -1,8 +1,8 @@
 """The unpruned model, through the same path as every method."""
 from __future__ import annotations
 
-from pruned_perf.plan import PrunePlan
-from pruned_perf.sizing import Sizing, count_params
+from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.pruning.sizing import Sizing, count_params
 
 NAME = "dense"
 CRITERIA = ("none",)

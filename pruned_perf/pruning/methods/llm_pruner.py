@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from pruned_perf.calibration import CalibSpec
 from pruned_perf.errors import UserError, choice_error
-from pruned_perf.evaluate import lm_loss
-from pruned_perf.methods.grads import gradients
-from pruned_perf.plan import PrunePlan
-from pruned_perf.sizing import (Sizing, check_ratio, check_target, count_params, dense_layer_params,
-                                layer_params)
+from pruned_perf.pruning.calibration import CalibSpec
+from pruned_perf.pruning.evaluate import lm_loss
+from pruned_perf.pruning.methods.grads import gradients
+from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.pruning.sizing import Sizing, check_ratio, check_target, count_params, dense_layer_params, layer_params
 
 NAME = "llm-pruner"
 # element: sum |W*g| over a channel (reference default `param_first`); vector: |sum W*g|;

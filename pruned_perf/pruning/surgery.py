@@ -16,9 +16,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFor
 
 from pruned_perf.atomic import new_file_mode, temp_dir_beside
 from pruned_perf.errors import UserError
-from pruned_perf.modules import HeadlessAttention
-from pruned_perf.plan import PrunePlan, load_plan, save_plan, validate
-from pruned_perf.sizing import plan_shapes
+from pruned_perf.pruning.modules import HeadlessAttention
+from pruned_perf.pruning.plan import PrunePlan, load_plan, save_plan, validate
+from pruned_perf.pruning.sizing import plan_shapes
 
 WEIGHTS = "model.safetensors"
 PLAN = "plan.json"
@@ -217,12 +217,12 @@ AutoModelForCausalLM.register(PrunedLlamaConfig, PrunedLlamaForCausalLM, exist_o
 # gives this message rather than "pip install pruned_perf".
 _LOADER_CODE = '''"""Written by pruned_perf: this model's layers differ in width (see plan.json), which stock LLaMA
 cannot build. Load it with AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True) or with
-pruned_perf.surgery.load_pruned(DIR); both need pruned_perf installed."""
+pruned_perf.pruning.surgery.load_pruned(DIR); both need pruned_perf installed."""
 try:
-    from pruned_perf.surgery import PrunedLlamaConfig, PrunedLlamaForCausalLM  # noqa: F401
+    from pruned_perf.pruning.surgery import PrunedLlamaConfig, PrunedLlamaForCausalLM  # noqa: F401
 except ImportError as exc:
     raise ImportError("this model was pruned by pruned_perf, which is not installed here; install it and "
-                      "load the directory with pruned_perf.surgery.load_pruned(DIR)") from exc
+                      "load the directory with pruned_perf.pruning.surgery.load_pruned(DIR)") from exc
 '''
 
 

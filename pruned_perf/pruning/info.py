@@ -4,14 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pruned_perf.models import model_config
-from pruned_perf.sizing import count_params, plan_shapes
+from pruned_perf.pruning.sizing import count_params, plan_shapes
 
 
 def describe(name: str) -> dict:
     """Parameter count, layer count and per-layer widths of a preset, checkpoint or pruned directory."""
     plan = None
     if (Path(name) / "plan.json").is_file():
-        from pruned_perf.surgery import read_pruned_dir, source_config
+        from pruned_perf.pruning.surgery import read_pruned_dir, source_config
 
         pruned_config, plan = read_pruned_dir(name)
         config = source_config(pruned_config, plan)

@@ -14,8 +14,6 @@ pytest-benchmark and the measuring core.
 from __future__ import annotations
 
 import os
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -57,43 +55,25 @@ def _option(config, name: str):
 
 
 class PerfSession:
-    """What one pytest session of the perf suite keeps: the sweep, the model pool, OOM memory, log."""
+    """What the plugin keeps for one pytest session: the run (pruned_perf.bench.session does the point
+    loop), the points that ran out of memory (pytest-benchmark drops them), the results JSON and the
+    comparison text for the terminal."""
 
     def __init__(self, config):
-        from pruned_perf.measure import OomGuard
-        from pruned_perf.pointlog import PointLog
-        from pruned_perf.sweep import ModelPool
+        from pruned_perf.bench.session import PerfRun, sweep_from_options
 
         self.config = config
-        self.sweep = _make_sweep(config)
-        self.pool = ModelPool(self.sweep.device, self.sweep.dtype, _option(config, "cache-dir") or ".pp-cache")
-        self.guard = OomGuard()
-        # unique even for runs started in the same second (their logs may be one file)
-        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        self.log = PointLog(_log_path(config), run=self.run_id, meta=self.meta(outcome=False))
-        self.measured: list = []
+        sweep = sweep_from_options({name: _option(config, name) for name, _, _ in _OPTIONS})
+        self.run = PerfRun(sweep, _option(config, "cache-dir") or ".pp-cache", _log_path(config))
         self.oom_points: dict[str, object] = {}
-        self.failed: list[str] = []
         self.results_json: dict | None = None
         self.comparison_text: str | None = None
 
     def measure(self, point, benchmark):
-        from dataclasses import replace
+        from pruned_perf.bench.session import live_line
 
-        from pruned_perf.measure import measure
-
-        measurement = self.guard.skip(point)
-        if measurement is None:
-            variant = self.sweep.variant_for(point)
-            model = self.pool.get(variant)
-            measurement = measure(model, point, rounds=self.sweep.rounds, warmup=self.sweep.warmup,
-                                  timed_rounds=_pedantic(benchmark))
-            # after the timed rounds: perplexity is scored once per variant, not per point
-            measurement = replace(measurement, **self.pool.fields(variant))
-            self.guard.record(point, measurement)
-        self.log.append(measurement, benchmark.fullname)
-        self.measured.append(measurement)
-        self._say(live_line(measurement, self.measured))
+        measurement = self.run.measure(point, benchmark.fullname, _pedantic(benchmark))
+        self._say(live_line(measurement, self.run.measured))
         if measurement.oom:
             self.oom_points[benchmark.fullname] = measurement
         else:
@@ -110,35 +90,13 @@ class PerfSession:
 
     def results(self):
         """What this session measured, as results (for the closing table; the JSON has the same)."""
-        from pruned_perf.results import Results, add_speedups
+        from pruned_perf.analysis.results import Results, add_speedups
 
-        meta = self.meta()
-        points = {m.id: m.to_dict() for m in self.measured}
+        meta = self.run.meta()
+        points = {m.id: m.to_dict() for m in self.run.measured}
         add_speedups(points.values())
         return Results(meta["fingerprint"], meta["profile"], points, {"machine_info": {"pruned_perf": meta}},
                        path="this session")
-
-    def meta(self, outcome: bool = True) -> dict:
-        """machine_info.pruned_perf; with outcome=False (the log's header) without the session's outcome."""
-        from pruned_perf.fingerprint import fingerprint
-        from pruned_perf.results import SCHEMA_VERSION
-
-        meta = {"schema": SCHEMA_VERSION, "profile": self.sweep.profile.name, "run_id": self.run_id,
-                "fingerprint": fingerprint(self.sweep.device)}
-        return {**meta, "session": {"failed": list(self.failed)}} if outcome else meta
-
-
-def live_line(measurement, measured: list) -> str:
-    """One line per finished point, as soon as it is measured: what a watcher wants to know."""
-    m = measurement
-    head = f"pruned_perf: {m.model} {m.method} in{m.input_tokens} out{m.output_tokens} M{m.batch_size} {m.backend}:"
-    if m.oom:
-        return f"{head} out of memory" + (" (a smaller batch did)" if m.oom_skipped else "")
-    shape = (m.model, m.input_tokens, m.output_tokens, m.batch_size, m.backend)
-    dense = next((d for d in measured if d.method == "dense" and not d.oom
-                  and (d.model, d.input_tokens, d.output_tokens, d.batch_size, d.backend) == shape), None)
-    speedup = f", {dense.latency_s / m.latency_s:.2f}x dense" if dense is not None and m.method != "dense" else ""
-    return f"{head} {m.latency_s:.4g} s, {m.tokens_per_s:.1f} tokens/s, ttft {m.ttft_s * 1e3:.1f} ms{speedup}"
 
 
 def _pedantic(benchmark):
@@ -163,57 +121,6 @@ def _benchmark_json(config) -> Path | None:
     if value is None:
         return None
     return Path(value) if isinstance(value, (str, os.PathLike)) else Path(value.name)
-
-
-def _make_sweep(config):
-    from pruned_perf.fingerprint import pick_device
-    from pruned_perf.models import parse_dtype
-    from pruned_perf.sweep import Sweep, make_points, parse_ints, parse_names, parse_shard, select_variants
-    from pruned_perf.sweep import shard as shard_points
-    from pruned_perf.errors import UserError
-    from pruned_perf.variants import get_profile
-
-    device = pick_device(_option(config, "device"))
-    profile = get_profile(_option(config, "profile") or ("smoke" if device.type == "cuda" else "quick"))
-    models = parse_names(_option(config, "models"))
-    _check_models(models or ())
-    variants = select_variants(profile, models, parse_names(_option(config, "methods")))
-    points = make_points(
-        variants,
-        parse_ints(_option(config, "in"), "--pp-in") or profile.inputs,
-        parse_ints(_option(config, "out"), "--pp-out") or profile.outputs,
-        parse_ints(_option(config, "batch"), "--pp-batch") or profile.batches,
-        parse_names(_option(config, "backend")) or profile.backends,
-    )
-    shard = parse_shard(_option(config, "shard"))
-    if shard:
-        points = shard_points(points, *shard)
-    if not points:
-        raise UserError("nothing to measure: the --pp-* options select no point (an empty --pp-models or "
-                        "--pp-methods, or a shard with no series)")
-    rounds = parse_ints(_option(config, "rounds"), "--pp-rounds")
-    warmup = parse_ints(_option(config, "warmup"), "--pp-warmup")
-    return Sweep(profile, variants, points, device, parse_dtype(_option(config, "dtype") or profile.dtype),
-                 rounds=rounds[0] if rounds else 5, warmup=warmup[0] if warmup else 1)
-
-
-def _check_models(names) -> None:
-    """Every model must exist and be a LLaMA before the first point: a typo is one usage error, not a
-    traceback per point after minutes of other points."""
-    from pruned_perf.errors import UserError
-    from pruned_perf.models import model_config
-    from pruned_perf.variants import saved_plan
-
-    from pruned_perf.models import model_name
-
-    ids = [model_name(n) for n in names]  # what the point ids will say
-    twice = sorted({n for n, i in zip(names, ids) if ids.count(i) > 1})
-    if twice:
-        raise UserError(f"--pp-models {','.join(names)} lists {', '.join(twice)} more than once "
-                        f"(a directory goes by its folder's name)")
-    for name in names:
-        if saved_plan(name) is None:  # a directory saved by `pruned-perf prune` is checked when it loads
-            model_config(name)
 
 
 def _session(config) -> PerfSession:
@@ -251,7 +158,7 @@ def _check_results_path(path: Path | None) -> None:
 
 def pytest_generate_tests(metafunc):
     if "pp_point" in metafunc.fixturenames:
-        points = _session(metafunc.config).sweep.points
+        points = _session(metafunc.config).run.sweep.points
         # by id, with the fixture below giving the Point: pytest-benchmark stores the parameter in its
         # JSON, and a string serialises where a Point would not
         metafunc.parametrize("pp_point", [p.id for p in points], ids=[p.id for p in points], indirect=True)
@@ -259,7 +166,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture
 def pp_point(request):
-    return next(p for p in _session(request.config).sweep.points if p.id == request.param)
+    return next(p for p in _session(request.config).run.sweep.points if p.id == request.param)
 
 
 @pytest.fixture(scope="session")
@@ -273,14 +180,14 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     state = getattr(item.config, "_pruned_perf", None)
-    if state is not None and report.failed and item.nodeid not in state.failed:
-        state.failed.append(item.nodeid)
+    if state is not None and report.failed and item.nodeid not in state.run.failed:
+        state.run.failed.append(item.nodeid)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     state = getattr(config, "_pruned_perf", None)
     if state is not None:
-        machine_info["pruned_perf"] = state.meta()
+        machine_info["pruned_perf"] = state.run.meta()
 
 
 # Keys of this plugin's machine_info that change with every run: left in, pytest-benchmark's
@@ -300,7 +207,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     state = getattr(config, "_pruned_perf", None)
     if state is None:
         return
-    from pruned_perf.results import add_speedups
+    from pruned_perf.analysis.results import add_speedups
 
     for nodeid, measurement in state.oom_points.items():
         output_json["benchmarks"].append({
@@ -310,7 +217,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         })
     add_speedups(b["extra_info"] for b in output_json["benchmarks"] if b.get("extra_info"))
     # machine_info is collected before the tests run: the outcome is known only now
-    output_json["machine_info"]["pruned_perf"] = state.meta()
+    output_json["machine_info"]["pruned_perf"] = state.run.meta()
     state.results_json = output_json
 
 
@@ -321,10 +228,10 @@ def pytest_sessionfinish(session, exitstatus):
     spec = _option(config, "compare")
     if state is None or not spec or state.results_json is None:
         return
-    from pruned_perf.compare import compare_with_baseline
+    from pruned_perf.analysis.compare import compare_with_baseline
+    from pruned_perf.analysis.report import render
+    from pruned_perf.analysis.results import results_from_dict
     from pruned_perf.errors import UserError
-    from pruned_perf.report import render
-    from pruned_perf.results import results_from_dict
 
     try:
         current = results_from_dict(state.results_json, str(_benchmark_json(config)))
@@ -341,16 +248,16 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, config):
     state = getattr(config, "_pruned_perf", None)
-    if state is None or not state.measured:
+    if state is None or not state.run.measured:
         return
     if state.comparison_text:
         terminalreporter.write_sep("=", "pruned_perf comparison against the baseline")
         terminalreporter.write_line(state.comparison_text)
     else:
-        from pruned_perf.report import render
+        from pruned_perf.analysis.report import render
 
         terminalreporter.write_sep("=", "pruned_perf results")
         terminalreporter.write_line(render(state.results(), fmt="plain"))
     json_path = _benchmark_json(config)
     written = f"results {json_path}, " if json_path else ""
-    terminalreporter.write_line(f"pruned_perf: {written}point log {state.log.path} (run {state.run_id})")
+    terminalreporter.write_line(f"pruned_perf: {written}point log {state.run.log.path} (run {state.run.run_id})")

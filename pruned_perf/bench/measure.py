@@ -9,20 +9,15 @@ import dataclasses
 import gc
 import statistics
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from pruned_perf import steadiness
-from pruned_perf.calibration import deterministic_ids
-from pruned_perf.errors import UserError, choice_error
-from pruned_perf.results import SCHEMA_VERSION
-from pruned_perf.sizing import layer_shapes
-
-SCHEMA = SCHEMA_VERSION  # one schema number: results.py owns it
-BACKENDS = ("eager", "static")
+from pruned_perf.bench import steadiness
+from pruned_perf.pruning.calibration import deterministic_ids
+from pruned_perf.pruning.sizing import layer_shapes
+from pruned_perf.schema import Measurement, Point, check_positive_int, timing_fields
 
 # timed_rounds(fn, rounds, warmup=0, setup=None) -> wall seconds of each of `rounds` calls of fn; `setup`,
 # if given, runs untimed before each call
@@ -33,164 +28,6 @@ _OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), 
 
 class GenerationLengthError(RuntimeError):
     """generate returned fewer (or more) tokens than the point asks for."""
-
-
-@dataclass(frozen=True)
-class Point:
-    model: str
-    method: str
-    input_tokens: int
-    output_tokens: int
-    batch_size: int
-    backend: str = "eager"
-
-    def __post_init__(self):
-        for name in ("model", "method"):
-            _check_name(name, getattr(self, name))
-        for name in ("input_tokens", "output_tokens", "batch_size"):
-            _check_positive_int(name, getattr(self, name))
-        if self.backend not in BACKENDS:
-            raise choice_error("backend", self.backend, BACKENDS)
-
-    @property
-    def id(self) -> str:
-        return (f"{self.model}-{self.method}-in{self.input_tokens}-out{self.output_tokens}"
-                f"-M{self.batch_size}-{self.backend}")
-
-    @property
-    def series(self) -> tuple:
-        """Points that differ only in batch size: one line of the figure."""
-        return (self.model, self.method, self.input_tokens, self.output_tokens, self.backend)
-
-
-def _check_name(what: str, value) -> None:
-    if not isinstance(value, str) or not value:
-        raise UserError(f"{what} must be a non-empty string, got {value!r}")
-
-
-def _check_positive_int(what: str, value) -> None:
-    # bool is an int subclass; True as a batch size is a bug, not a 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{what} must be a positive integer, got {value!r}")
-
-
-@dataclass
-class Measurement:
-    """Exactly the `extra_info` fields of docs/results-schema.md (schema and id are added by to_dict).
-
-    An OOM point has null timings and empty round lists.
-    """
-    model: str
-    method: str
-    params: int
-    weight_bytes: int
-    batch_size: int
-    input_tokens: int
-    output_tokens: int
-    backend: str
-    dtype: str
-    device: str
-    oom: bool = False
-    oom_skipped: bool = False
-    latency_s: float | None = None
-    latency_iqr_s: float | None = None
-    latency_min_s: float | None = None
-    tokens_per_s: float | None = None
-    ttft_s: float | None = None
-    tpot_s: float | None = None
-    itl_p50_s: float | None = None
-    itl_p90_s: float | None = None
-    itl_max_s: float | None = None
-    peak_mem_bytes: int | None = None
-    rounds_s: list = field(default_factory=list)
-    ttft_rounds_s: list = field(default_factory=list)
-    tpot_rounds_s: list = field(default_factory=list)
-    warmup_s: list = field(default_factory=list)
-    probe_s: float | None = None
-    probe_rounds_s: list = field(default_factory=list)
-    # filled in over a whole run (pruned_perf.results.add_speedups): the dense point is another point
-    speedup_vs_dense: float | None = None
-    speedup_rounds: list = field(default_factory=list)
-    dense_probe_s: float | None = None
-    decode_bw_frac: float | None = None
-    device_copy_bytes_per_s: float | None = None
-    layers: list = field(default_factory=list)
-    # one per variant, the same for all its points (pruned_perf.variants.variant_fields): held-out
-    # perplexity of the timed model (null without a tokenizer), the dtype its plan was scored in (null
-    # for dense), and whether FLAP chose its per-layer widths on random weights
-    ppl: float | None = None
-    ppl_source: str | None = None
-    ppl_tokens: int | None = None
-    plan_dtype: str | None = None
-    structure_from_random_weights: bool = False
-
-    @property
-    def point(self) -> Point:
-        return Point(self.model, self.method, self.input_tokens, self.output_tokens, self.batch_size, self.backend)
-
-    @property
-    def id(self) -> str:
-        return self.point.id
-
-    def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "id": self.id, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Measurement":
-        if data.get("schema") != SCHEMA:
-            raise UserError(f"measurement schema {data.get('schema')!r} is not supported; valid choices: {SCHEMA}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        required = [f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise UserError(f"measurement {data.get('id')!r} lacks fields: {', '.join(missing)}")
-        measurement = cls(**{name: data[name] for name in names if name in data})
-        if "id" in data and data["id"] != measurement.id:
-            raise UserError(f"measurement id {data['id']!r} does not match its fields ({measurement.id!r})")
-        return measurement
-
-
-def timing_fields(point: Point, rounds_s: list, traces: list) -> dict:
-    """The summary fields of a measured point, from the wall time of each timed call and the token
-    timestamps of the same calls. Every round's first token comes before its end, and timestamps
-    only grow, so `ttft_s <= latency_s` and `tpot_s >= 0` hold by construction."""
-    latency_s = statistics.median(rounds_s)
-    ttft_rounds_s = [trace[0] for trace in traces]
-    # after the first token there are out-1 decode steps; with one token there is no decode to time
-    decode = point.output_tokens > 1
-    tpot_rounds_s = [(trace[-1] - trace[0]) / (len(trace) - 1) for trace in traces] if decode else []
-    itl_s = sorted(b - a for trace in traces for a, b in zip(trace, trace[1:]))
-    return {
-        "latency_s": latency_s,
-        "latency_iqr_s": _iqr(rounds_s),
-        "latency_min_s": min(rounds_s),
-        "tokens_per_s": point.batch_size * point.output_tokens / latency_s,
-        "ttft_s": statistics.median(ttft_rounds_s),
-        "tpot_s": statistics.median(tpot_rounds_s) if decode else None,
-        "itl_p50_s": _quantile(itl_s, 0.5),
-        "itl_p90_s": _quantile(itl_s, 0.9),
-        "itl_max_s": itl_s[-1] if itl_s else None,
-        "ttft_rounds_s": ttft_rounds_s,
-        "tpot_rounds_s": tpot_rounds_s,
-    }
-
-
-def _quantile(sorted_values: list, q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default); None for no values."""
-    if not sorted_values:
-        return None
-    pos = q * (len(sorted_values) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def _iqr(values: list) -> float:
-    if len(values) < 2:
-        return 0.0
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q3 - q1
 
 
 def make_inputs(point: Point, vocab_size: int, device, seed: int = 0) -> dict:
@@ -444,9 +281,9 @@ def _model_fields(model, point: Point, layers: list | None, copy_bytes_per_s: fl
 
 
 def _check_counts(rounds: int, warmup: int) -> None:
-    _check_positive_int("rounds", rounds)
+    check_positive_int("rounds", rounds)
     # the first call at a shape is ~3x slower (and compiles for static): at least one full warm-up
-    _check_positive_int("warmup", warmup)
+    check_positive_int("warmup", warmup)
 
 
 def _run_point(model, point: Point, rounds: int, warmup: int, timed_rounds: TimedRounds) -> dict:

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import torch
 
-from pruned_perf import methods
 from pruned_perf.atomic import write_json_atomic
 from pruned_perf.codehash import code_digest
 from pruned_perf.errors import UserError, choice_error
-from pruned_perf.evaluate import heldout_perplexity
 from pruned_perf.models import (BYTE_LEVEL_PRESETS, PRESETS, PRETRAINED, build_model, is_preset, load_tokenizer,
                                 model_config)
-from pruned_perf.plan import PLAN_SCHEMA, PrunePlan, load_plan, save_plan
-from pruned_perf.sizing import count_params, parse_param_count
-from pruned_perf.surgery import apply
+from pruned_perf.pruning import methods
+from pruned_perf.pruning.evaluate import heldout_perplexity
+from pruned_perf.pruning.plan import PLAN_SCHEMA, PrunePlan, load_plan, save_plan
+from pruned_perf.pruning.sizing import count_params, parse_param_count
+from pruned_perf.pruning.surgery import apply
 
 # Bumped when what the cache holds changes (2: plans scored in float32, a held-out perplexity beside each).
 CACHE_FORMAT = 2
@@ -116,7 +116,7 @@ def _model_identity(model: str) -> dict:
 def _code_digest() -> str:
     """The code that decides a plan (every method, the registry's size -> calibrate -> plan, sizing,
     calibration, the model builders and all they import): a plan made by other code is made anew."""
-    return code_digest("pruned_perf.methods", "pruned_perf.models")
+    return code_digest("pruned_perf.pruning.methods", "pruned_perf.models")
 
 
 def plan_key(variant: Variant, dtype: torch.dtype, device: torch.device, seed: int = 0) -> str:
@@ -253,11 +253,10 @@ def _quality_path(variant: Variant, plan: PrunePlan, device: torch.device, dtype
     again rather than read back: perplexity is a regression metric of exactly that code."""
     import transformers
 
-    from pruned_perf import evaluate
-
+    from pruned_perf.pruning import evaluate
     scoring = getattr(torch, plan.settings.get("scoring_dtype") or "", dtype)
     identity = {"dtype": str(dtype), "settings": settings, "text": evaluate.heldout_source(),
-                "code": code_digest("pruned_perf.evaluate", "pruned_perf.models", "pruned_perf.surgery"),
+                "code": code_digest("pruned_perf.pruning.evaluate", "pruned_perf.models", "pruned_perf.pruning.surgery"),
                 "torch": torch.__version__, "transformers": transformers.__version__}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"{plan_key(variant, scoring, device)}.ppl-{digest}.json"
