@@ -11,6 +11,9 @@ from pathlib import Path
 
 from pruned_perf.errors import UserError
 
+DESCRIPTION = ("Prune LLaMA-family models (size, prune, info, fetch), check what measuring costs (overhead), "
+               "and read perf results: compare against a baseline, report, plot, merge shards, store baselines. "
+               "Exit codes: 0 success, 1 a regression or a failed check, 2 bad input.")
 
 def _layers_arg(text: str) -> tuple[int, int]:
     try:
@@ -109,16 +112,15 @@ def cmd_prune(args) -> int:
     device, dtype = pick_device(args.device), parse_dtype(args.dtype)
     out = Path(args.out)
     check_output_dir(out, args.overwrite, source=None if is_preset(args.model) else Path(args.model))
-    criterion = methods.check_criterion(args.method, args.criterion)
+    methods.check_criterion(args.method, args.criterion)  # a bad criterion fails before the tokenizer loads
     tokenizer = load_tokenizer(args.model)
-    source = choose_source(args.calib, tokenizer, args.model)
     spec = methods.calibration_spec(args.method, args.calib_samples, args.calib_len, args.seed)
-    calibration = methods.calibrate(args.method, criterion, spec, config.vocab_size, tokenizer, source,
-                                    args.calib_file)
+    recipe = methods.prepare_plan(args.method, config, sizing, args.model, args.criterion, spec, tokenizer,
+                                  choose_source(args.calib, tokenizer, args.model), args.calib_file, **options)
 
     print(f"planned: {sizing.describe(config)}")
     model = build_model(args.model, device, dtype)
-    plan = methods.make_plan(model, args.method, sizing, args.model, criterion, calibration, **options)
+    plan = recipe.plan(model)
     apply(model, plan)
     save_pruned(model, plan, out, tokenizer=tokenizer, overwrite=args.overwrite)
     print(f"achieved: {count_params(config, plan):,} parameters; saved to {out}")
@@ -139,7 +141,7 @@ def cmd_overhead(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pruned-perf", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pruned-perf", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("size", help="the setting and parameter count a target gives (no weights)")

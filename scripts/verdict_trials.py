@@ -6,7 +6,8 @@ the second run with it, as a team's first CI runs would:
 
     python scripts/verdict_trials.py aa 5                  # identical code twice: expect no `regressed`
     python scripts/verdict_trials.py hog 3                 # a CPU hog during the second run: no `regressed`
-    python scripts/verdict_trials.py threads 3 --history 3 # 2 threads, then 1 (a real slowdown): caught
+    python scripts/verdict_trials.py threads 3 --history 3 # 2 threads, then 1 (slower on a quiet machine)
+    python scripts/verdict_trials.py slow-mlp 3 --history 3 # every MLP runs 4 times (a slower code path)
 
 With `--history N` (N > 1) the script first stores N steady runs in ONE baseline, and every trial's
 second run is compared with that history, as a team's CI is once its history has filled: only then is
@@ -26,15 +27,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXPECT_REGRESSION = {"aa": False, "hog": False, "threads": True}
+EXPECT_REGRESSION = {"aa": False, "hog": False, "threads": True, "slow-mlp": True}
+SCRIPTS = Path(__file__).resolve().parent
 MAX_ATTEMPTS = 3
 
 
-def run_suite(out: Path, name: str, extra: list[str], threads: int | None = None) -> Path:
+def run_suite(out: Path, name: str, extra: list[str], threads: int | None = None, slow_mlp: bool = False) -> Path:
     results = out / f"{name}.json"
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    if slow_mlp:  # scripts/slow_mlp.py: a plugin that makes every LLaMA MLP run 4 times
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), env.get("PYTHONPATH")]))
+        extra = ["-p", "slow_mlp", *extra]
     cmd = [sys.executable, "-m", "pytest", "perf/", "-q", "-p", "no:cacheprovider", "--benchmark-json",
            str(results), "--pp-log", str(out / f"{name}.jsonl"), *extra]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -99,7 +104,8 @@ def trial(kind: str, i: int, out: Path, extra: list[str], shared: Path | None) -
         print(f"{name}: trial not counted", flush=True)
         return False
     with cpu_hog(kind == "hog"):
-        second = run_suite(out, f"{name}-b", extra, threads=1 if kind == "threads" else None)
+        second = run_suite(out, f"{name}-b", extra, threads=1 if kind == "threads" else None,
+                           slow_mlp=kind == "slow-mlp")
     code, counts = compare(out, name, second, baselines)
     regressed = code == 1
     ok = regressed == EXPECT_REGRESSION[kind]

@@ -338,6 +338,12 @@ def test_a_change_within_the_spread_the_history_measured_is_noisy_a_larger_one_r
     assert latency.current_median > 1.3 * max(stored)  # beyond every stored run by far more than the threshold
     assert latency.verdict == "noisy" and "between-run SDs from the mean of 3 stored runs" in latency.reason
     assert not within.has_regression
+    # the SD is measured from the history: 15 points x 3 runs drawn with a 15% spread
+    assert 0.10 < within.between_run_sd["llama-7b"]["latency_s"] < 0.20
+    from pruned_perf.analysis.report import render
+
+    assert "over 3 between-run SDs from their mean (SD of latency: llama-7b 1" in render(
+        results_from_dict(raw, "cur.json"), within, fmt="plain")
     beyond = cmp.compare(results_from_dict(scale_point(raw, slow, 2.5 * factor, ttft_factor=2.5 * factor),
                                            "cur.json"), base)
     assert beyond.by_id()[slow].metric("latency_s").verdict == "regressed"

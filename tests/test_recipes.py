@@ -4,8 +4,9 @@ import types
 
 import torch
 
-from pruned_perf.bench.measure import measure
-from pruned_perf.bench.sweep import make_points, select_variants
+from pruned_perf.bench.session import PerfRun
+from pruned_perf.bench.sweep import Sweep, make_points, select_variants
+from pruned_perf.pointlog import read_log
 from pruned_perf.pruning import methods
 from pruned_perf.pruning.plan import PrunePlan
 from pruned_perf.pruning.sizing import Sizing, count_params, dense_layer_params
@@ -46,10 +47,16 @@ def test_a_method_added_as_the_readme_says_is_pruned_and_measured(monkeypatch, t
     assert plan.method == toy.NAME and plan.source == "tiny-llama"
     assert len(model.model.layers) == dense.config.num_hidden_layers - round(0.25 * dense.config.num_hidden_layers)
     assert sum(p.numel() for p in model.parameters()) == toy.size(dense.config, ratio=0.25).params
+    # measured by the suite's own point loop, outside pytest (pruned_perf.bench.session)
     [point] = make_points(variants[1:], (8,), (4,), (1,), ("eager",))
-    m = measure(model, point, rounds=2, warmup=1)
+    sweep = Sweep(profile, variants, [point], torch.device("cpu"), torch.float32, rounds=2, warmup=1)
+    run = PerfRun(sweep, cache_dir=tmp_path, log_path=tmp_path / "points.jsonl")
+    m = run.measure(point, "toy-point")
     assert m.method == toy.NAME and not m.oom and len(m.rounds_s) == 2 and m.latency_s > 0
     assert m.params == toy.size(dense.config, ratio=0.25).params
+    [logged] = read_log(tmp_path / "points.jsonl")  # on disk at once, under the run's id
+    assert logged["nodeid"] == "toy-point" and logged["run"] == run.run_id
+    assert logged["id"] == point.id and logged["rounds_s"] == m.rounds_s
 
 
 # ---------------------------------------------------------------- adding a metric
@@ -104,9 +111,9 @@ def test_a_metric_added_as_the_readme_says_is_gated_stored_and_configurable(tmp_
     package = _package_with_decode_metric(tmp_path)
     base = make_results(sweep(methods=("dense", "depth"), batch_sizes=(1, 8)))
     pid = point_id("llama-7b", "depth", 8, 12, 128)
-    # the same full calls, but the first token twice as fast: decoding took longer
+    # full calls 3x as long with the same first token: decoding 3x slower, beyond the one-run drift allowance
     write(tmp_path / "base.json", base)
-    write(tmp_path / "new.json", scale_point(base, pid, 1.0, ttft_factor=0.5))
+    write(tmp_path / "new.json", scale_point(base, pid, 3.0))
     (tmp_path / "pyproject.toml").write_text("[tool.pruned_perf.thresholds]\ndecode_tokens_per_s = 0.02\n")
     args = ["compare", "new.json", "--baseline", "base.json", "--format", "plain", "--json", "v.json"]
 
@@ -115,7 +122,7 @@ def test_a_metric_added_as_the_readme_says_is_gated_stored_and_configurable(tmp_
     assert done.returncode == 1, done.stdout + done.stderr
     [point] = [p for p in json.loads((tmp_path / "v.json").read_text())["points"] if p["id"] == pid]
     [decode] = [m for m in point["metrics"] if m["metric"] == "decode_tokens_per_s"]
-    assert decode["verdict"] == "regressed" and decode["change"] < -0.05 and decode["threshold"] == 0.02
+    assert decode["verdict"] == "regressed" and decode["change"] < -0.6 and decode["threshold"] == 0.02
     assert "decode_tokens_per_s" in done.stdout  # the report names it among the regressions
 
     # the baseline history keeps its median per run, like every metric's

@@ -98,6 +98,9 @@ class Comparison:
     history_runs: int = 1
     # median over points of (current probe / baseline probe): how much slower the machine was
     machine_factor: float | None = None
+    # model -> metric -> between-run SD of the log medians in the history (>= MIN_HISTORY runs only)
+    between_run_sd: dict[str, dict[str, float]] = field(default_factory=dict)
+    history_sigmas: float = 0.0
 
     @property
     def has_regression(self) -> bool:
@@ -346,8 +349,11 @@ def compare(current: Results, baseline: Results, config: Config | None = None,
     for pid, point in baseline.points.items():
         if pid not in current.points:
             points.append(PointVerdict(pid, MISSING, [], {k: point.get(k) for k in _INFO_KEYS}))
+    by_model: dict[str, dict[str, float]] = {}
+    for (model, metric), sd in sds.items():
+        by_model.setdefault(model, {})[metric] = sd
     return Comparison(points, warnings, baseline.path, dict(baseline.fingerprint), len(runs),
-                      _machine_factor(current, baseline, shared))
+                      _machine_factor(current, baseline, shared), by_model, config.history_sigmas)
 
 
 def _machine_factor(current: Results, baseline: Results, shared: list[str]) -> float | None:

@@ -7,6 +7,7 @@ here plus the code that measures its rounds.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Callable
 
@@ -59,9 +60,14 @@ class Metric:
     machine: Callable[[dict], float | None] | None = None
 
     def value(self, point: dict) -> float | None:
-        """The point's summary value of this metric (its median), or None where it has none."""
+        """The point's summary value of this metric (its median), or None where it has none. A metric
+        without a summary field of its own (a new one, built from rounds already measured) gets the
+        median of its samples, so the baseline history keeps it too."""
         value = point.get(self.name)
-        return float(value) if is_number(value) else None
+        if is_number(value):
+            return float(value)
+        samples = self.samples(point) if self.samples is not None else []
+        return statistics.median(samples) if samples else None
 
 
 METRICS = (

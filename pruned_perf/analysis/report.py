@@ -78,7 +78,13 @@ def _history_line(comparison: Comparison) -> str:
         text = (f"Baseline history: {runs} run(s), fewer than {MIN_HISTORY}: the spread between runs is unknown, "
                 f"so times and speedups count only beyond the drift allowance; memory and perplexity gate as usual")
     else:
-        text = f"Baseline history: {runs} runs; a change must lie beyond the spread of their medians"
+        text = f"Baseline history: {runs} runs; a change must lie beyond every stored run's median"
+        latency = {model: sds["latency_s"] for model, sds in sorted(comparison.between_run_sd.items())
+                   if "latency_s" in sds}
+        if comparison.history_sigmas > 0 and latency:
+            listed = ", ".join(f"{model} {sd:.0%}" for model, sd in latency.items())
+            text += (f" and over {comparison.history_sigmas:g} between-run SDs from their mean "
+                     f"(SD of latency: {listed})")
     factor = comparison.machine_factor
     if factor is not None:
         text += f". Steadiness probe: this run's machine was {factor:.2f}x the baseline run's time"

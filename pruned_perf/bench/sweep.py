@@ -1,7 +1,8 @@
 """Which points a perf run measures, in what order, and the state a run keeps between points.
 
 Knows nothing of pytest (the plugin is glue): selection and sharding are plain functions, the model
-pool keeps at most one model on the device (the point log is pruned_perf.pointlog).
+pool keeps at most one model on the device (the point log is pruned_perf.pointlog, the point loop
+pruned_perf.bench.session).
 """
 from __future__ import annotations
 

@@ -136,12 +136,8 @@ def plan_key(variant: Variant, dtype: torch.dtype, device: torch.device, seed: i
 def make_plan(variant: Variant, model) -> PrunePlan:
     """Size, calibrate and run the variant's method on `model` (left unchanged)."""
     config = model.config
-    sizing = variant.sizing(config)
-    criterion = methods.check_criterion(variant.method, variant.criterion)
-    tokenizer = load_tokenizer(variant.model)
-    spec = variant.calib_spec()
-    calibration = methods.calibrate(variant.method, criterion, spec, config.vocab_size, tokenizer)
-    return methods.make_plan(model, variant.method, sizing, variant.model, criterion, calibration)
+    return methods.prepare_plan(variant.method, config, variant.sizing(config), variant.model, variant.criterion,
+                                variant.calib_spec(), load_tokenizer(variant.model)).plan(model)
 
 
 def saved_plan(model: str) -> PrunePlan | None:

@@ -1,4 +1,5 @@
-"""The registry of pruning methods, and the one path every variant takes: size -> calibrate -> plan.
+"""The registry of pruning methods, and the one path every plan takes: size -> calibrate -> plan
+(`prepare_plan`, used by `pruned-perf prune` and by the sweep alike).
 
 A method is a module with NAME, CRITERIA (first = default), CALIB (its reference calibration, or None),
 GRADIENT_CRITERIA (the criteria that backpropagate), OPTIONS (the method-specific keyword options it
@@ -72,6 +73,32 @@ def calibrate(name: str, criterion: str, spec: CalibSpec | None, vocab_size: int
         return None
     ids = calibration_batch(spec, vocab_size, tokenizer, source, text_file)
     return Calibration(ids, effective_source(source, tokenizer, text_file), spec)
+
+
+@dataclasses.dataclass
+class PlanRecipe:
+    """Everything a plan needs but the model: sized, checked and calibrated before any weights exist, so
+    that a bad criterion or calibration file fails before a 7B model is built."""
+
+    method: str
+    source: str  # the model the plan is for, as the user named it
+    sizing: Sizing
+    criterion: str
+    calibration: Calibration | None
+    options: dict
+
+    def plan(self, model) -> PrunePlan:
+        return make_plan(model, self.method, self.sizing, self.source, self.criterion, self.calibration,
+                         **self.options)
+
+
+def prepare_plan(name: str, config, sizing: Sizing, source: str, criterion: str | None = None,
+                 spec: CalibSpec | None = None, tokenizer=None, calib_source: str = "builtin", text_file=None,
+                 **options) -> PlanRecipe:
+    """Check the criterion and calibrate for method `name` on a model of `config`; `.plan(model)` plans."""
+    criterion = check_criterion(name, criterion)
+    calibration = calibrate(name, criterion, spec, config.vocab_size, tokenizer, calib_source, text_file)
+    return PlanRecipe(name, source, sizing, criterion, calibration, options)
 
 
 def make_plan(model, name: str, sizing: Sizing, source: str, criterion: str | None = None,

@@ -1,0 +1,70 @@
+"""Replay the verdicts over stored suite runs: every run against the H plain runs before it, with and
+without the `history_sigmas` rule, so that rules can be compared on the same measurements.
+
+    python scripts/replay_verdicts.py DIR [--history 1 3]
+
+DIR holds pytest-benchmark JSON files of the same profile and machine. A file whose name starts with
+`A` is a plain run (identical code); any other name is a trial run (`B...` one thread, `S...` the slow
+MLP of scripts/slow_mlp.py, ...). Runs are taken in the order they were measured. Prints one line per
+comparison: the points `regressed` under each rule. Exit status 0; 2 for bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pruned_perf.analysis.compare import REGRESSED, compare
+from pruned_perf.analysis.config import config_from_table
+from pruned_perf.analysis.results import load_results, run_summary
+from pruned_perf.errors import UserError
+
+RULES = {"envelope only": {"history_sigmas": 0}, "with history_sigmas 3": {"history_sigmas": 3}}
+
+
+def _with_history(runs: dict, names: list[str]):
+    """The newest of `names` as a baseline whose history is all of them, as `baseline update` stores it."""
+    baseline = load_results(runs[names[-1]].path)
+    baseline.history = [run_summary(runs[name]) for name in names]
+    return baseline
+
+
+def replay(directory: Path, history: int) -> list[str]:
+    runs = {path.stem: load_results(path) for path in sorted(directory.glob("*.json"))}
+    if not runs:
+        raise UserError(f"{directory}: no results files (*.json)")
+    order = sorted(runs, key=lambda name: runs[name].raw.get("datetime") or "")
+    lines = []
+    for i, name in enumerate(order):
+        before = [other for other in order[:i] if other.startswith("A")][-history:]
+        if len(before) < history:
+            continue
+        baseline = _with_history(runs, before)
+        verdicts = []
+        for rule, table in RULES.items():
+            comparison = compare(runs[name], baseline, config_from_table(table))
+            regressed = [p.id for p in comparison.points if p.status == REGRESSED]
+            verdicts.append(f"{rule}: {len(regressed)} regressed" + (f" ({', '.join(regressed)})" if regressed else ""))
+        lines.append(f"{name} against {'+'.join(before)}: " + "; ".join(verdicts))
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--history", type=int, nargs="+", default=[1, 3], help="stored runs per baseline")
+    args = parser.parse_args(argv)
+    try:
+        if any(h < 1 for h in args.history):
+            raise UserError(f"--history must be at least 1, got {args.history}")
+        for history in args.history:
+            lines = replay(args.directory, history)
+            print(f"== history of {history} run(s)", *lines, sep="\n")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
