@@ -10,13 +10,10 @@ from dataclasses import dataclass, field
 
 from pruned_perf.errors import UserError, choice_error
 
-# Version of the results schema: every point's extra_info and machine_info.pruned_perf carry it.
-SCHEMA_VERSION = 2
-BACKENDS = ("eager", "static")
-
-
 @dataclass(frozen=True)
 class Point:
+    """One benchmark point: a model variant at one shape. Its id names it in results, logs and baselines."""
+
     model: str
     method: str
     input_tokens: int
@@ -41,6 +38,12 @@ class Point:
     def series(self) -> tuple:
         """Points that differ only in batch size: one line of the figure."""
         return (self.model, self.method, self.input_tokens, self.output_tokens, self.backend)
+
+
+# Version of the results schema: every point's extra_info and machine_info.pruned_perf carry it.
+SCHEMA_VERSION = 2
+# How the KV cache is kept: grown per step (eager, transformers' dynamic cache) or preallocated (static).
+BACKENDS = ("eager", "static")
 
 
 def _check_name(what: str, value) -> None:
