@@ -326,23 +326,23 @@ def _drifting_history(raw, runs: int, spread: float, seed: int = 5) -> dict:
 
 
 def test_a_change_within_the_spread_the_history_measured_is_noisy_a_larger_one_regresses():
-    """With 3 stored runs whose points wandered 15% (SD) from run to run, +40% on one point lies beyond
-    every stored run but within 3 SDs of their mean: noisy, with the reason. +150% does not."""
+    """With 3 stored runs whose points wandered 25% (SD) from run to run, +30% beyond the slowest of them
+    lies within 2 SDs of their mean: noisy, with the reason. 2.5 times that does not."""
     raw = make_results(sweep(batch_sizes=(1, 8, 64)))
     slow = point_id("llama-7b", "dense", 8, 12, 128)
-    base = results_from_dict(_drifting_history(raw, runs=3, spread=0.15), "base.json")
+    base = results_from_dict(_drifting_history(raw, runs=3, spread=0.25), "base.json")
     stored = [run["points"][slow]["latency_s"] for run in base.runs]
-    factor = 1.4 * max(stored) / base.points[slow]["latency_s"]  # the current point: 40% beyond the slowest run
+    factor = 1.3 * max(stored) / base.points[slow]["latency_s"]  # the current point: 30% beyond the slowest run
     within = cmp.compare(results_from_dict(scale_point(raw, slow, factor, ttft_factor=factor), "cur.json"), base)
     latency = within.by_id()[slow].metric("latency_s")
-    assert latency.current_median > 1.3 * max(stored)  # beyond every stored run by far more than the threshold
+    assert latency.current_median > 1.25 * max(stored)  # beyond every stored run by far more than the threshold
     assert latency.verdict == "noisy" and "between-run SDs from the mean of 3 stored runs" in latency.reason
     assert not within.has_regression
-    # the SD is measured from the history: 15 points x 3 runs drawn with a 15% spread
-    assert 0.10 < within.between_run_sd["llama-7b"]["latency_s"] < 0.20
+    # the SD is measured from the history: 15 points x 3 runs drawn with a 25% spread
+    assert 0.18 < within.between_run_sd["llama-7b"]["latency_s"] < 0.32
     from pruned_perf.analysis.report import render
 
-    assert "over 3 between-run SDs from their mean (SD of latency: llama-7b 1" in render(
+    assert "over 2 between-run SDs from their mean (SD of latency: llama-7b 2" in render(
         results_from_dict(raw, "cur.json"), within, fmt="plain")
     beyond = cmp.compare(results_from_dict(scale_point(raw, slow, 2.5 * factor, ttft_factor=2.5 * factor),
                                            "cur.json"), base)

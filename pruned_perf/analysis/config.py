@@ -6,7 +6,7 @@ alpha = 0.008          # significance level of the one-sided Mann-Whitney U test
 min_rounds = 5         # fewer timed rounds on either side -> inconclusive
 drift_allowance = 1.0  # with < 3 stored runs: how far a time or speedup may drift between runs
 probe_tolerance = 0.15 # the steadiness probe this much slower than in the baseline's run: noisy
-history_sigmas = 3.0   # with >= 3 stored runs: how many between-run SDs a change must exceed
+history_sigmas = 2.0   # with >= 3 stored runs: how many between-run SDs a change must exceed
 
 [tool.pruned_perf.thresholds]   # relative change of the median that counts, per metric
 latency_s = 0.05
@@ -54,10 +54,11 @@ DEFAULT_DRIFT_ALLOWANCE = 1.0
 # The steadiness probe's own run-to-run wander on a quiet machine stays within about 10%.
 DEFAULT_PROBE_TOLERANCE = 0.15
 # With a history, a change must lie this many between-run standard deviations (pooled over the points of
-# the model, from the stored runs) from the history's mean. 3 keeps the simulated catch rate of a 20%
-# slowdown at 5% noise at >= 95% (tests/test_compare.py; 4 gives 92%). Identical code against a 3-run
-# history on the shared 2-core CPU under load reached up to 3.8 (README, "A/A and A/B"). 0: off.
-DEFAULT_HISTORY_SIGMAS = 3.0
+# the model, from the stored runs) from the history's mean. Chosen on 28 runs of the quick profile on the
+# shared 2-core CPU (README, "A/A and A/B"), against 3-run histories: at 2, 0 of 7 A/A comparisons on
+# the quiet machine cried wolf (2 of 4 under load) and one thread instead of two was caught in 3 of 3;
+# at 3, 1 of 11 and 1 of 3; without the rule, 6 of 11 and 3 of 3. 0: off.
+DEFAULT_HISTORY_SIGMAS = 2.0
 
 _FRACTIONS = ("alpha", "drift_allowance", "probe_tolerance", "history_sigmas")
 TOP_LEVEL_KEYS = ("thresholds", "groups", "min_rounds") + _FRACTIONS
