@@ -2,7 +2,7 @@
 
 Run `pytest perf/ --benchmark-json results.json` (options: `pytest perf/ --help`, section pruned_perf).
 Each point is one measurement (docs/results-schema.md); the plugin in pruned_perf/bench/pytest_plugin.py
-chooses the points and keeps one model on the device at a time.
+chooses the points, and the point loop in pruned_perf/bench/session.py keeps one model on the device at a time.
 
 A point fails only for a real defect: a wrong output length (measure raises), an error other than
 running out of memory, or a timing that is not a finite number. It never fails because one timing
