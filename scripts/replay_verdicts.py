@@ -25,7 +25,7 @@ RULES = {"envelope only": {"history_sigmas": 0}, "history_sigmas 2": {"history_s
 
 def _with_history(runs: dict, names: list[str]):
     """The newest of `names` as a baseline whose history is all of them, as `baseline update` stores it."""
-    baseline = load_results(runs[names[-1]].path)
+    baseline = load_results(runs[names[-1]].path)  # a copy: its history is set below
     baseline.history = [run_summary(runs[name]) for name in names]
     return baseline
 

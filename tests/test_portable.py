@@ -145,8 +145,8 @@ def test_plain_transformers_is_told_how_to_load_a_width_directory_and_then_loads
 def test_the_loader_written_beside_a_width_model_names_load_pruned_without_pruned_perf(tmp_path, monkeypatch):
     plan = width_plans()[0]
     out = save_pruned(apply(build_model("tiny-gqa"), plan), plan, tmp_path / "w")
-    monkeypatch.setitem(sys.modules, "pruned_perf.pruning.surgery", None)  # as if pruned_perf were not installed
-    with pytest.raises(ImportError, match=r"pruned_perf.pruning.surgery.load_pruned\(DIR\)"):
+    monkeypatch.setitem(sys.modules, "pruned_perf.surgery", None)  # as if pruned_perf were not installed
+    with pytest.raises(ImportError, match=r"pruned_perf.surgery.load_pruned\(DIR\)"):
         exec(compile((out / LOADER).read_text(), str(out / LOADER), "exec"), {})
 
 

@@ -57,6 +57,8 @@ def _bad(tmp_path, mutate):
     (lambda r: r["benchmarks"][0]["extra_info"].update(tpot_s=-0.01), "tpot_s must be a finite non-negative"),
     (lambda r: r["benchmarks"][0]["extra_info"].update(ttft_rounds_s=[float("nan")]), "ttft_rounds_s must be"),
     (lambda r: r["machine_info"]["pruned_perf"]["fingerprint"].update(slug="../etc"), "not a file-safe name"),
+    (lambda r: r["machine_info"]["pruned_perf"]["fingerprint"].pop("slug"),
+     r"machine_info\.pruned_perf\.fingerprint\.slug is missing"),
 ])
 def test_invalid_results_give_one_clear_message(tmp_path, mutate, message):
     path = _bad(tmp_path, mutate)

@@ -98,7 +98,7 @@ class Comparison:
     history_runs: int = 1
     # median over points of (current probe / baseline probe): how much slower the machine was
     machine_factor: float | None = None
-    # model -> metric -> between-run SD of the log medians in the history (>= MIN_HISTORY runs only)
+    # between_run_sd of the history (>= MIN_HISTORY runs only): model -> metric -> SD of the log medians
     between_run_sd: dict[str, dict[str, float]] = field(default_factory=dict)
     history_sigmas: float = 0.0
 
@@ -189,22 +189,25 @@ def memory_verdict(baseline: float, current: float, threshold: float, metric: st
 # ---------------------------------------------------------------- step 2: between runs
 
 
-def between_run_sd(runs: list[dict], models: dict[str, str]) -> dict[tuple[str, str], float]:
-    """Per (model, metric): the standard deviation of a point's log median from one stored run to the
-    next, pooled over the model's points (each point's own mean taken out). `models` maps point ids to
-    their model."""
+def between_run_sd(runs: list[dict], models: dict[str, str]) -> dict[str, dict[str, float]]:
+    """model -> metric -> the standard deviation of a point's log median from one stored run to the next,
+    pooled over the model's points (each point's own mean taken out). `models` maps point ids to their
+    model; metrics that do not drift with the machine have none."""
     sums: dict[tuple[str, str], list] = {}
     for pid, model in models.items():
-        for metric in METRICS:
-            logs = [math.log(v) for run in runs if is_number(v := run["points"].get(pid, {}).get(metric.name))
-                    and v > 0]
-            if not metric.drifts or len(logs) < 2:
+        for metric in (m for m in METRICS if m.drifts):
+            values = [run["points"].get(pid, {}).get(metric.name) for run in runs]
+            logs = [math.log(v) for v in values if is_number(v) and v > 0]
+            if len(logs) < 2:
                 continue
             mean = sum(logs) / len(logs)
             acc = sums.setdefault((model, metric.name), [0.0, 0])
             acc[0] += sum((x - mean) ** 2 for x in logs)
             acc[1] += len(logs) - 1
-    return {key: math.sqrt(squares / dof) for key, (squares, dof) in sums.items()}
+    sds: dict[str, dict[str, float]] = {}
+    for (model, metric), (squares, dof) in sums.items():
+        sds.setdefault(model, {})[metric] = math.sqrt(squares / dof)
+    return sds
 
 
 def between_runs_reason(metric: Metric, verdict: MetricVerdict, history: list[float],
@@ -213,7 +216,8 @@ def between_runs_reason(metric: Metric, verdict: MetricVerdict, history: list[fl
 
     The current median must be worse (or better) than every stored run's median by more than the
     threshold; with fewer than MIN_HISTORY stored runs, by more than the drift allowance too, for
-    metrics that drift. Compared on the log scale, so that latency +40% and throughput /1.4 are alike.
+    metrics that drift; with more, also `history_sigmas` SDs (`sd`, of the model) from their mean.
+    Compared on the log scale, so that latency +40% and throughput /1.4 are alike.
     """
     values = [v for v in history if v is not None and v > 0] or [verdict.baseline_median]
     allowance = verdict.threshold
@@ -342,18 +346,14 @@ def compare(current: Results, baseline: Results, config: Config | None = None,
     for pid, point in current.points.items():
         if pid in baseline.points:
             history = [run["points"][pid] for run in runs if pid in run["points"]]
-            noise = {metric: sd for (model, metric), sd in sds.items() if model == models[pid]}
-            points.append(compare_point(pid, baseline.points[pid], point, config, history, noise))
+            points.append(compare_point(pid, baseline.points[pid], point, config, history, sds.get(models[pid])))
         else:
             points.append(PointVerdict(pid, NEW, [], {k: point.get(k) for k in _INFO_KEYS}))
     for pid, point in baseline.points.items():
         if pid not in current.points:
             points.append(PointVerdict(pid, MISSING, [], {k: point.get(k) for k in _INFO_KEYS}))
-    by_model: dict[str, dict[str, float]] = {}
-    for (model, metric), sd in sds.items():
-        by_model.setdefault(model, {})[metric] = sd
     return Comparison(points, warnings, baseline.path, dict(baseline.fingerprint), len(runs),
-                      _machine_factor(current, baseline, shared), by_model, config.history_sigmas)
+                      _machine_factor(current, baseline, shared), sds, config.history_sigmas)
 
 
 def _machine_factor(current: Results, baseline: Results, shared: list[str]) -> float | None:

@@ -175,7 +175,7 @@ def _pruned_perf_meta(raw: dict, path: str) -> dict:
         raise UserError(f"{path}: results schema {schema!r} is not supported (supported schema: {supported})")
     fingerprint = meta.get("fingerprint")
     if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("slug"), str):
-        raise UserError(f"{path}: machine_info.pruned_perf.bench.fingerprint.slug is missing")
+        raise UserError(f"{path}: machine_info.pruned_perf.fingerprint.slug is missing")
     _check_safe_name(fingerprint["slug"], "fingerprint slug", path)
     profile = meta.get("profile")
     if not isinstance(profile, str):

@@ -213,16 +213,18 @@ AutoModelForCausalLM.register(PrunedLlamaConfig, PrunedLlamaForCausalLM, exist_o
 
 
 # Written beside a width-pruned model: transformers imports it when asked to trust the directory's code.
+# It imports pruned_perf.surgery, the stable public path (a re-export of this module), so that directories
+# saved by any version keep loading when the code inside the package moves.
 # The import sits in a try block, which transformers' own import check skips, so a missing pruned_perf
 # gives this message rather than "pip install pruned_perf".
 _LOADER_CODE = '''"""Written by pruned_perf: this model's layers differ in width (see plan.json), which stock LLaMA
 cannot build. Load it with AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True) or with
-pruned_perf.pruning.surgery.load_pruned(DIR); both need pruned_perf installed."""
+pruned_perf.surgery.load_pruned(DIR); both need pruned_perf installed."""
 try:
-    from pruned_perf.pruning.surgery import PrunedLlamaConfig, PrunedLlamaForCausalLM  # noqa: F401
+    from pruned_perf.surgery import PrunedLlamaConfig, PrunedLlamaForCausalLM  # noqa: F401
 except ImportError as exc:
     raise ImportError("this model was pruned by pruned_perf, which is not installed here; install it and "
-                      "load the directory with pruned_perf.pruning.surgery.load_pruned(DIR)") from exc
+                      "load the directory with pruned_perf.surgery.load_pruned(DIR)") from exc
 '''
 
 

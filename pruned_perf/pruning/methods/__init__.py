@@ -77,8 +77,8 @@ def calibrate(name: str, criterion: str, spec: CalibSpec | None, vocab_size: int
 
 @dataclasses.dataclass
 class PlanRecipe:
-    """Everything a plan needs but the model: sized, checked and calibrated before any weights exist, so
-    that a bad criterion or calibration file fails before a 7B model is built."""
+    """Everything a plan needs but the model (its size, criterion and calibration), ready before any
+    weights exist, so that a bad criterion or calibration file fails before a 7B model is built."""
 
     method: str
     source: str  # the model the plan is for, as the user named it
