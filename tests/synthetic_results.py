@@ -10,7 +10,9 @@ import math
 import random
 import statistics
 
-from pruned_perf.analysis.results import add_speedups
+from pruned_perf.analysis.results import add_speedups_to_benchmarks
+from pruned_perf.pruning.methods import styles
+from pruned_perf.schema import Measurement
 
 FINGERPRINT = {
     "device": "cuda",
@@ -43,6 +45,13 @@ PROBE_S = 0.02
 
 def point_id(model, method, batch_size, input_tokens, output_tokens, backend="eager") -> str:
     return f"{model}-{method}-in{input_tokens}-out{output_tokens}-M{batch_size}-{backend}"
+
+
+def measurement(**fields) -> Measurement:
+    """A typed point with only the given fields set (the identity fields default to a tiny model)."""
+    identity = {"model": "m", "method": "dense", "params": 1000, "weight_bytes": 2000, "batch_size": 1,
+                "input_tokens": 1, "output_tokens": 1, "backend": "eager", "dtype": "float32", "device": "cpu"}
+    return Measurement(**{**identity, **fields})
 
 
 def noisy(rng: random.Random, center: float, cv: float, n: int, noise: str = "lognormal") -> list[float]:
@@ -148,14 +157,14 @@ def make_results(benchmarks: list[dict], profile="smoke", fingerprint=None, sche
     filled in as the perf suite does."""
     fp = dict(fingerprint or FINGERPRINT)
     fp.update(fingerprint_changes)
-    add_speedups(b["extra_info"] for b in benchmarks)
+    add_speedups_to_benchmarks(benchmarks)
     return {
         "machine_info": {
             "node": "gpu-runner-1", "processor": "x86_64", "machine": "x86_64",
             "python_implementation": "CPython", "python_version": "3.11.7", "system": "Linux",
             "release": "6.8.0", "cpu": {"brand_raw": "AMD EPYC"},
             "pruned_perf": {"schema": schema, "profile": profile, "fingerprint": fp, "run_id": run_id,
-                            "session": {"failed": list(failed)}},
+                            "methods": styles(), "session": {"failed": list(failed)}},
         },
         "commit_info": {"id": "0" * 40, "time": "2025-01-01T00:00:00+00:00", "dirty": False,
                         "project": "pruned_perf", "branch": "main"},
@@ -197,7 +206,7 @@ def scale_point(results: dict, pid: str, factor: float, ttft_factor: float = 1.0
             info["probe_rounds_s"] = [r * probe_factor for r in info["probe_rounds_s"]]
             refresh_summary(info)
             bench["stats"] = _stats(info["rounds_s"])
-            add_speedups(b["extra_info"] for b in results["benchmarks"])
+            add_speedups_to_benchmarks(results["benchmarks"])
             return results
     raise KeyError(pid)
 

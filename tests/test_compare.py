@@ -1,5 +1,6 @@
 """Verdicts: the Mann-Whitney test, direction, gating, point statuses, config, and the simulated
 false-positive and detection rates that the default alpha and min_rounds were chosen for."""
+import dataclasses
 import itertools
 import json
 import math
@@ -14,13 +15,13 @@ from pruned_perf.analysis import compare as cmp
 from pruned_perf.analysis import stats
 from pruned_perf.analysis.config import (DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS, DEFAULT_THRESHOLDS, Config,
                                          config_from_table, load_config)
-from pruned_perf.analysis.results import HISTORY_RUNS, point_summary, results_from_dict
+from pruned_perf.analysis.results import HISTORY_RUNS, RunSummary, point_summary, results_from_dict
 from pruned_perf.errors import UserError
 
 try:
-    from tests.synthetic_results import make_point, make_results, noisy, point_id, scale_point, sweep
+    from tests.synthetic_results import make_point, make_results, measurement, noisy, point_id, scale_point, sweep
 except ImportError:
-    from synthetic_results import make_point, make_results, noisy, point_id, scale_point, sweep
+    from synthetic_results import make_point, make_results, measurement, noisy, point_id, scale_point, sweep
 
 SIM = settings(max_examples=3, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 NOISE = st.sampled_from(["normal", "lognormal"])
@@ -30,16 +31,15 @@ OUT_TOKENS = 128
 
 
 def _point(rng, cv, noise, speed=1.0, f_rounds=1.0, f_ttft=1.0, mem=None, rounds=5):
-    """extra_info of one point: noisy rounds, first-token and per-token times from the same calls."""
+    """One point: noisy rounds, first-token and per-token times from the same calls."""
     rounds_s = noisy(rng, 3.0 * speed * f_rounds, cv, rounds, noise)
     ttft_s = [min(t, r) for t, r in zip(noisy(rng, 0.05 * speed * f_ttft, cv, rounds, noise), rounds_s)]
-    point = {"batch_size": 8, "output_tokens": OUT_TOKENS, "rounds_s": rounds_s, "ttft_rounds_s": ttft_s,
-             "tpot_rounds_s": [(r - t) / (OUT_TOKENS - 1) for r, t in zip(rounds_s, ttft_s)], "peak_mem_bytes": mem}
-    point["latency_s"] = statistics.median(rounds_s)
-    point["tokens_per_s"] = 8 * OUT_TOKENS / point["latency_s"]
-    point["ttft_s"] = statistics.median(ttft_s)
-    point["tpot_s"] = statistics.median(point["tpot_rounds_s"])
-    return point
+    tpot_s = [(r - t) / (OUT_TOKENS - 1) for r, t in zip(rounds_s, ttft_s)]
+    latency_s = statistics.median(rounds_s)
+    return measurement(batch_size=8, output_tokens=OUT_TOKENS, rounds_s=rounds_s, ttft_rounds_s=ttft_s,
+                       tpot_rounds_s=tpot_s, peak_mem_bytes=mem, latency_s=latency_s,
+                       tokens_per_s=8 * OUT_TOKENS / latency_s, ttft_s=statistics.median(ttft_s),
+                       tpot_s=statistics.median(tpot_s))
 
 
 def _runs(rng, cv, noise, drift=0.0, history=1, rounds_factor=1.0, ttft_factor=1.0, mem_factor=None, rounds=5):
@@ -57,7 +57,8 @@ def _noise(history: list[dict]) -> dict:
     """The between-run SD of each metric from the stored runs, as compare() derives it (one point here)."""
     if len(history) < cmp.MIN_HISTORY:
         return {}
-    return cmp.between_run_sd([{"points": {"p": run}} for run in history], {"p": "model"})["model"]
+    runs = [RunSummary("run", None, None, "slug", None, None, {"p": run}) for run in history]
+    return cmp.between_run_sd(runs, {"p": "model"})["model"]
 
 
 def _rates(trials, cv, noise, seed, config=None, **run_kwargs):
@@ -141,8 +142,8 @@ def test_direction_is_right_for_every_metric(factor, seed, noise):
 @given(rounds=st.lists(st.floats(0.001, 100.0), min_size=1, max_size=12),
        ttft=st.lists(st.floats(0.0001, 1.0), min_size=1, max_size=12), mem=st.one_of(st.none(), st.integers(1, 2**40)))
 def test_identical_samples_never_regress(rounds, ttft, mem):
-    point = {"batch_size": 4, "output_tokens": 64, "rounds_s": rounds, "ttft_rounds_s": ttft, "peak_mem_bytes": mem}
-    pv = cmp.compare_point("p", point, dict(point), Config())
+    point = measurement(batch_size=4, output_tokens=64, rounds_s=rounds, ttft_rounds_s=ttft, peak_mem_bytes=mem)
+    pv = cmp.compare_point("p", point, dataclasses.replace(point), Config())
     assert pv.status in ("unchanged", "inconclusive")
     assert all(m.verdict in ("unchanged", "inconclusive") for m in pv.metrics)
     assert all(m.change == 0 for m in pv.metrics)
@@ -236,12 +237,12 @@ def test_memory_is_threshold_only():
 
 
 def test_samples_are_the_rounds_of_the_same_calls():
-    s = cmp.metric_samples({"batch_size": 2, "output_tokens": 11, "rounds_s": [1.1, 2.1],
-                            "ttft_rounds_s": [0.1, 0.2], "tpot_rounds_s": [0.1, 0.19], "speedup_rounds": [1.5, 1.4]})
+    s = cmp.metric_samples(measurement(batch_size=2, output_tokens=11, rounds_s=[1.1, 2.1], ttft_rounds_s=[0.1, 0.2],
+                                       tpot_rounds_s=[0.1, 0.19], speedup_rounds=[1.5, 1.4]))
     assert s["tpot_s"] == [0.1, 0.19] and s["ttft_s"] == [0.1, 0.2] and s["speedup_vs_dense"] == [1.5, 1.4]
     assert s["tokens_per_s"] == pytest.approx([22 / 1.1, 22 / 2.1])
-    assert "tpot_s" not in cmp.metric_samples({"batch_size": 2, "output_tokens": 1, "rounds_s": [1.0],
-                                               "ttft_rounds_s": [0.5], "tpot_rounds_s": []})
+    assert "tpot_s" not in cmp.metric_samples(measurement(batch_size=2, output_tokens=1, rounds_s=[1.0],
+                                                          ttft_rounds_s=[0.5], tpot_rounds_s=[]))
 
 
 # ---------------------------------------------------------------- whole comparisons
@@ -279,7 +280,7 @@ def _history_file(raw, runs: int, seed: int = 11) -> dict:
         other = make_results(sweep(batch_sizes=(1, 8, 64), seed=seed + i), run_id=f"old-{i}")
         summaries.append(run_summary(results_from_dict(other, "old.json")))
     raw = json.loads(json.dumps(raw))
-    raw[HISTORY_KEY] = summaries + [run_summary(results_from_dict(raw, "base.json"))]
+    raw[HISTORY_KEY] = [s.to_dict() for s in summaries + [run_summary(results_from_dict(raw, "base.json"))]]
     return raw
 
 
@@ -320,7 +321,7 @@ def _drifting_history(raw, runs: int, spread: float, seed: int = 5) -> dict:
             moved = scale_point(moved, pid, factor, ttft_factor=factor)
         summaries.append(run_summary(results_from_dict(moved, f"run-{i}.json")))
     raw = json.loads(json.dumps(raw))
-    raw[HISTORY_KEY] = summaries
+    raw[HISTORY_KEY] = [s.to_dict() for s in summaries]
     return raw
 
 
@@ -330,8 +331,8 @@ def test_a_change_within_the_spread_the_history_measured_is_noisy_a_larger_one_r
     raw = make_results(sweep(batch_sizes=(1, 8, 64)))
     slow = point_id("llama-7b", "dense", 8, 12, 128)
     base = results_from_dict(_drifting_history(raw, runs=3, spread=0.25), "base.json")
-    stored = [run["points"][slow]["latency_s"] for run in base.runs]
-    factor = 1.3 * max(stored) / base.points[slow]["latency_s"]  # the current point: 30% beyond the slowest run
+    stored = [run.median(slow, "latency_s") for run in base.runs]
+    factor = 1.3 * max(stored) / base.points[slow].latency_s  # the current point: 30% beyond the slowest run
     within = cmp.compare(results_from_dict(scale_point(raw, slow, factor, ttft_factor=factor), "cur.json"), base)
     latency = within.by_id()[slow].metric("latency_s")
     assert latency.current_median > 1.25 * max(stored)  # beyond every stored run by far more than the threshold
@@ -403,7 +404,7 @@ def test_oom_transitions_new_and_missing():
     base = _results([a, b, c_ok, gone])
     cur = _results([make_point("m", "dense", 8, oom=True), make_point("m", "dense", 16), c_ok,
                     make_point("m", "dense", 128)])
-    base.points[point_id("m", "dense", 16, 12, 128)]["oom"] = True
+    base.points[point_id("m", "dense", 16, 12, 128)].oom = True
     statuses = {p.id: p.status for p in cmp.compare(cur, base).points}
     assert statuses[point_id("m", "dense", 8, 12, 128)] == "newly-oom"
     assert statuses[point_id("m", "dense", 16, 12, 128)] == "no-longer-oom"
@@ -508,13 +509,12 @@ def test_config_bad_files(tmp_path):
 
 
 def test_data_on_one_side_only_is_inconclusive_not_a_pass():
-    base = {"batch_size": 1, "output_tokens": 8, "rounds_s": [1.0] * 5, "ttft_rounds_s": [0.1] * 5,
-            "peak_mem_bytes": 100}
-    cur = {"batch_size": 1, "output_tokens": 8, "rounds_s": [1.0] * 5, "ttft_rounds_s": [], "peak_mem_bytes": None}
+    base = measurement(output_tokens=8, rounds_s=[1.0] * 5, ttft_rounds_s=[0.1] * 5, peak_mem_bytes=100)
+    cur = measurement(output_tokens=8, rounds_s=[1.0] * 5, ttft_rounds_s=[], peak_mem_bytes=None)
     pv = cmp.compare_point("p", base, cur, Config())
     assert pv.status == "inconclusive"
     assert pv.metric("ttft_s").reason == "no ttft_s data in the current"
     assert pv.metric("peak_mem_bytes").verdict == "inconclusive"
     assert pv.metric("latency_s").verdict == "unchanged"
-    empty = {"batch_size": 1, "output_tokens": 8, "rounds_s": []}
-    assert cmp.compare_point("p", empty, dict(empty), Config()).status == "inconclusive"
+    empty = measurement(output_tokens=8, rounds_s=[])
+    assert cmp.compare_point("p", empty, dataclasses.replace(empty), Config()).status == "inconclusive"

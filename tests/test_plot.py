@@ -66,10 +66,30 @@ def test_lines_follow_batch_size_with_reference_styles(raw):
     assert (lines["llm-pruner"].get_color(), lines["llm-pruner"].get_marker()) == ("black", "x")
     assert (lines["flap"].get_color(), lines["flap"].get_marker()) == ("green", "o")
     assert (lines["depth"].get_color(), lines["depth"].get_marker()) == ("blue", "s")
-    xs = [r.points[point_id("llama-7b", "depth", m, 12, 128)]["latency_s"] for m in (1, 8, 64, 256, 384)]
+    xs = [r.points[point_id("llama-7b", "depth", m, 12, 128)].latency_s for m in (1, 8, 64, 256, 384)]
     assert list(lines["depth"].get_xdata()) == xs
     labels = [t.get_text() for t in ax.texts]
     assert [lab for lab in labels if lab.startswith("M")][:5] == ["M1", "M8", "M64", "M256", "M384"]
+
+
+def test_a_method_looks_as_its_module_says_and_the_results_carry_it(raw):
+    """STYLE lives in the method's module; the results carry it, so the torch-free plot needs no registry."""
+    restyled = copy.deepcopy(raw)
+    methods = restyled["machine_info"]["pruned_perf"]["methods"]
+    methods["flap"] = {"color": "tab:red", "marker": "D"}
+    methods = dict(reversed(methods.items()))  # the file's order is the legend's order
+    restyled["machine_info"]["pruned_perf"]["methods"] = methods
+    fig = make_figure(results_from_dict(restyled, "r.json"))
+    lines = _lines(fig.axes[0])
+    assert (lines["flap"].get_color(), lines["flap"].get_marker()) == ("tab:red", "D")
+    legend = [t.get_text().split(" ")[0] for t in fig.axes[1].get_legend().get_texts()]
+    assert legend[:4] == ["flap", "llm-pruner", "depth", "dense"]
+    # results that describe no method: every method takes an automatic style, one of its own
+    bare = copy.deepcopy(raw)
+    del bare["machine_info"]["pruned_perf"]["methods"]
+    lines = _lines(make_figure(results_from_dict(bare, "r.json")).axes[0])
+    styles = {(line.get_color(), line.get_marker()) for line in lines.values()}
+    assert len(styles) == 4 and not styles & {("gray", "x"), ("green", "o"), ("blue", "s"), ("black", "x")}
 
 
 def test_oom_points_are_absent_and_noted(raw):
@@ -99,7 +119,7 @@ def test_baseline_dashed_and_regressed_point_ringed(raw):
     assert {line.get_color() for line in dashed} == {"gray", "black", "green", "blue"}
     [ring] = [c for c in ax.collections if c.get_offsets().shape[0]]
     x, y = ring.get_offsets()[0]
-    assert (x, y) == pytest.approx((cur.points[slow]["latency_s"], cur.points[slow]["tokens_per_s"]))
+    assert (x, y) == pytest.approx((cur.points[slow].latency_s, cur.points[slow].tokens_per_s))
     assert tuple(ring.get_edgecolor()[0][:3]) == (1.0, 0.0, 0.0)
     assert not any(c.get_offsets().shape[0] for ax2 in make_figure(cur, base, verdicts).axes[1:]
                    for c in ax2.collections)
@@ -124,7 +144,7 @@ def test_newly_oom_point_is_ringed_where_the_baseline_had_it(raw):
     base, cur = results_from_dict(raw, "base.json"), results_from_dict(cur_raw, "cur.json")
     ax = make_figure(cur, base, _comparison({gone: NEWLY_OOM})).axes[0]
     [ring] = [c for c in ax.collections if c.get_offsets().shape[0]]
-    where = (base.points[gone]["latency_s"], base.points[gone]["tokens_per_s"])
+    where = (base.points[gone].latency_s, base.points[gone].tokens_per_s)
     assert tuple(ring.get_offsets()[0]) == pytest.approx(where)
     notes = [t.get_text() for t in ax.texts if t.get_text().startswith("OOM:")]
     assert len(notes) == 1 and notes[0].startswith("OOM:\ndepth ") and notes[0].endswith("B M384")
@@ -257,12 +277,12 @@ def test_baseline_with_one_very_slow_round_keeps_the_axes_on_the_medians():
         refresh_summary(info)
     cur, base = results_from_dict(raw, "cur.json"), results_from_dict(base_raw, "base.json")
     ax = make_figure(cur, base).axes[0]
-    medians = [p["latency_s"] for r in (cur, base) for p in r.points.values()]
+    medians = [p.latency_s for r in (cur, base) for p in r.points.values()]
     lo, hi = ax.get_xlim()
     assert min(medians) / 1.5 <= lo <= min(medians) and max(medians) <= hi <= 1.5 * max(medians)
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert sorted(x for line in dashed for x in line.get_xdata()) == sorted(
-        p["latency_s"] for p in base.points.values())  # the baseline is drawn at its own medians
+        p.latency_s for p in base.points.values())  # the baseline is drawn at its own medians
     rounds = [line for line in ax.get_lines() if line.get_label() == "_baseline rounds"]
     assert sum(len(line.get_xdata()) for line in rounds) == 5 * len(base.points)  # faint ticks, off-limits too
     assert all(line.get_alpha() <= 0.3 for line in rounds)

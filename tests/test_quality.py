@@ -28,9 +28,9 @@ from pruned_perf.pruning.variants import (NO_QUALITY, Variant, load_variant, pla
                                           structure_from_random_weights, variant_quality)
 
 try:
-    from tests.synthetic_results import make_point, make_results, point_id
+    from tests.synthetic_results import make_point, make_results, measurement, point_id
 except ImportError:
-    from synthetic_results import make_point, make_results, point_id
+    from synthetic_results import make_point, make_results, measurement, point_id
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def test_ppl_is_a_gated_metric_that_does_not_drift_and_has_no_rounds():
     ppl = BY_NAME["ppl"]
     assert ppl.better == LOWER_IS_BETTER and ppl.drifts is False and ppl.samples is None
     assert DEFAULT_THRESHOLDS["ppl"] == ppl.threshold == 0.02
-    assert ppl.value({"ppl": 13.5}) == 13.5 and ppl.value({"ppl": None}) is None and ppl.value({}) is None
+    assert ppl.value(measurement(ppl=13.5)) == 13.5 and ppl.value(measurement()) is None
 
 
 def _with_ppl(base_ppl: float, current_ppl: float):
@@ -132,10 +132,12 @@ def test_quality_figure_draws_each_variant_at_its_perplexity_against_throughput(
     assert set(lines) == {"dense", "flap", "depth"}
     for method, line in lines.items():
         points = sorted((p for p in results.points.values()
-                         if p["model"] == "smollm2-135m" and p["method"] == method), key=lambda p: p["batch_size"])
-        assert list(line.get_xdata()) == [p["tokens_per_s"] for p in points]
-        assert list(line.get_ydata()) == [p["ppl"] for p in points]
-    assert "flap" in _legend_labels(fig)[1] and _legend_labels(fig)[1].endswith("(random weights)")
+                         if p.model == "smollm2-135m" and p.method == method), key=lambda p: p.batch_size)
+        assert list(line.get_xdata()) == [p.tokens_per_s for p in points]
+        assert list(line.get_ydata()) == [p.ppl for p in points]
+    labels = _legend_labels(fig)
+    assert [label.split(" ")[0] for label in labels] == ["dense", "depth", "flap"]  # the registry's order
+    assert labels[2].endswith("(random weights)")
 
 
 def test_quality_figure_without_any_perplexity_is_a_user_error():

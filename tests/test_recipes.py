@@ -4,6 +4,8 @@ import types
 
 import torch
 
+from pruned_perf.analysis.plot import make_figure
+from pruned_perf.analysis.results import load_results
 from pruned_perf.bench.session import PerfRun
 from pruned_perf.bench.sweep import Sweep, make_points, select_variants
 from pruned_perf.pointlog import read_log
@@ -22,6 +24,7 @@ def last_block_method() -> types.ModuleType:
     toy.CALIB = None
     toy.OPTIONS = frozenset()
     toy.DEFAULT_SIZING = {"ratio": 0.25}
+    toy.STYLE = {"color": "tab:orange", "marker": "^"}
 
     def size(config, ratio=None, target=None):
         drop = max(1, round(ratio * config.num_hidden_layers))
@@ -57,6 +60,11 @@ def test_a_method_added_as_the_readme_says_is_pruned_and_measured(monkeypatch, t
     [logged] = read_log(tmp_path / "points.jsonl")  # on disk at once, under the run's id
     assert logged["nodeid"] == "toy-point" and logged["run"] == run.run_id
     assert logged["id"] == point.id and logged["rounds_s"] == m.rounds_s
+    # the results carry its STYLE, last in the registry's order: the torch-free figure draws it so
+    results = load_results(tmp_path / "points.jsonl")
+    assert list(results.methods)[-1] == toy.NAME and results.methods[toy.NAME] == toy.STYLE
+    [line] = [line for line in make_figure(results).axes[0].get_lines() if len(line.get_xdata())]
+    assert (line.get_color(), line.get_marker()) == ("tab:orange", "^")
 
 
 # ---------------------------------------------------------------- adding a metric
@@ -65,8 +73,8 @@ def test_a_method_added_as_the_readme_says_is_pruned_and_measured(monkeypatch, t
 # from a point's raw rounds). Decode throughput: generated tokens after the first, per second of decoding.
 DECODE_METRIC = '''
 def _decode_rate(point):
-    tokens = (point.get("batch_size") or 0) * ((point.get("output_tokens") or 0) - 1)
-    pairs = zip(point.get("rounds_s") or [], point.get("ttft_rounds_s") or [])
+    tokens = point.batch_size * (point.output_tokens - 1)
+    pairs = zip(point.rounds_s, point.ttft_rounds_s)
     return [tokens / (end - first) for end, first in pairs if end > first] if tokens > 0 else []
 
 
@@ -124,6 +132,9 @@ def test_a_metric_added_as_the_readme_says_is_gated_stored_and_configurable(tmp_
     [decode] = [m for m in point["metrics"] if m["metric"] == "decode_tokens_per_s"]
     assert decode["verdict"] == "regressed" and decode["change"] < -0.6 and decode["threshold"] == 0.02
     assert "decode_tokens_per_s" in done.stdout  # the report names it among the regressions
+    # and a column of every table, after the others (the table's order)
+    header = next(line for line in done.stdout.splitlines() if line.lstrip().startswith("method")).split()
+    assert header.index("decode_tokens_per_s") == header.index("ppl") + 1
 
     # the baseline history keeps its median per run, like every metric's
     assert _cli(["baseline", "update", "base.json", "--baselines-dir", "b"], tmp_path, package).returncode == 0

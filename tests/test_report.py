@@ -9,9 +9,9 @@ from pruned_perf.analysis.results import results_from_dict
 from pruned_perf.errors import UserError
 
 try:
-    from tests.synthetic_results import make_point, make_results, point_id, scale_point, sweep
+    from tests.synthetic_results import make_point, make_results, measurement, point_id, scale_point, sweep
 except ImportError:
-    from synthetic_results import make_point, make_results, point_id, scale_point, sweep
+    from synthetic_results import make_point, make_results, measurement, point_id, scale_point, sweep
 
 
 def _results(raw, path="r.json"):
@@ -60,16 +60,20 @@ def test_largest_batch_names_sizes_and_backends_only_where_they_differ():
     from pruned_perf.analysis.report import largest_batch_line
 
     def pt(method, params, m, oom=False, backend="eager"):
-        return {"method": method, "params": params, "batch_size": m, "oom": oom, "backend": backend}
+        return measurement(method=method, params=params, batch_size=m, oom=oom, backend=backend)
 
     points = [pt("depth", 5e9, 1), pt("depth", 5e9, 8, oom=True), pt("depth", 4e9, 1), pt("depth", 4e9, 8),
               pt("dense", 7e9, 1, oom=True), pt("dense", 7e9, 8, oom=True)]
-    assert largest_batch_line(points) == ("Largest batch that fit: dense none (OOM from M1); "
+    order = ["dense", "depth"]
+    assert largest_batch_line(points, order) == ("Largest batch that fit: dense none (OOM from M1); "
                                           "depth 5.00B M1 (OOM at M8); depth 4.00B M8 (the largest measured; no OOM)")
     both = [pt("dense", 7e9, 4), pt("dense", 7e9, 4, backend="static", oom=True)]
-    assert largest_batch_line(both) == ("Largest batch that fit: dense eager M4 (the largest measured; no OOM); "
+    assert largest_batch_line(both, order) == ("Largest batch that fit: dense eager M4 (the largest measured; no OOM); "
                                         "dense static none (OOM from M4)")
-    assert largest_batch_line([]) == ""
+    assert largest_batch_line([], order) == ""
+    # a method the order does not name comes last, then by name
+    assert largest_batch_line([pt("zeta", 1e9, 1), pt("dense", 7e9, 1), pt("alpha", 1e9, 1)], order).startswith(
+        "Largest batch that fit: dense M1 (the largest measured; no OOM); alpha M1")
 
 
 def test_speedup_is_throughput_ratio_against_dense_and_blank_without_dense(raw):
@@ -78,7 +82,7 @@ def test_speedup_is_throughput_ratio_against_dense_and_blank_without_dense(raw):
     by_key = {(c[0], c[2]): c for c in map(_cells, _table_lines(text, "llama-7b in 12 out 128"))}
     depth = r.points[point_id("llama-7b", "depth", 8, 12, 128)]
     dense = r.points[point_id("llama-7b", "dense", 8, 12, 128)]
-    assert by_key[("depth", "8")][9] == f"{depth['tokens_per_s'] / dense['tokens_per_s']:.2f}x"
+    assert by_key[("depth", "8")][9] == f"{depth.tokens_per_s / dense.tokens_per_s:.2f}x"
     assert by_key[("dense", "8")][9] == "1.00x"
     # dense ran out of memory at M64: OOM row, and no speedup for the others at M64
     assert by_key[("dense", "64")][4:9] == ["OOM"] * 5

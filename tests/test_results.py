@@ -1,4 +1,5 @@
 """Results files: validation with one clear message, atomic writes, the baseline store, shard merge."""
+import copy
 import json
 import os
 
@@ -8,6 +9,7 @@ from pruned_perf.analysis.results import (HISTORY_KEY, HISTORY_RUNS, baseline_pa
                                           merge_results, resolve_baseline, store_baseline)
 from pruned_perf.atomic import write_json_atomic
 from pruned_perf.errors import UserError
+from pruned_perf.schema import Measurement
 
 try:
     from tests.synthetic_results import make_point, make_results, sweep, write
@@ -27,9 +29,13 @@ def test_load_results_reads_points_by_id(results_file):
     assert r.profile == "smoke" and r.slug == SLUG and r.schema == 2
     assert len(r.points) == 8
     pid = "llama-7b-flap-in12-out128-M1-eager"
-    assert r.points[pid]["method"] == "flap" and len(r.points[pid]["rounds_s"]) == 5
-    assert r.points["llama-7b-flap-in12-out128-M8-eager"]["oom"] is True
-    assert r.raw["benchmarks"][0]["extra_info"] is r.points[r.raw["benchmarks"][0]["extra_info"]["id"]]
+    assert isinstance(r.points[pid], Measurement)
+    assert r.points[pid].method == "flap" and len(r.points[pid].rounds_s) == 5
+    assert r.points["llama-7b-flap-in12-out128-M8-eager"].oom is True
+    # the typed points are the file's extra_info, field for field
+    assert [b["extra_info"] for b in r.raw["benchmarks"]] == [p.to_dict() for p in r.points.values()]
+    assert r.to_json() == r.raw
+    assert list(r.methods) == ["dense", "depth", "llm-pruner", "flap"] and r.methods["flap"]["color"] == "green"
 
 
 def _bad(tmp_path, mutate):
@@ -45,8 +51,13 @@ def _bad(tmp_path, mutate):
     (lambda r: r.update(benchmarks=[]), "no benchmarks"),
     (lambda r: r["benchmarks"][1].pop("extra_info"), r"benchmark 1 \(test_generate\[.*M8-eager\]\) has no extra_info"),
     (lambda r: r["benchmarks"][0]["extra_info"].pop("id"), "benchmark 0 .* has no extra_info.id"),
-    (lambda r: r["benchmarks"][1]["extra_info"].update(id=r["benchmarks"][0]["extra_info"]["id"]),
+    (lambda r: r["benchmarks"].__setitem__(1, copy.deepcopy(r["benchmarks"][0])),
      r"duplicate point id .*M1-eager' \(benchmarks 0 and 1\)"),
+    (lambda r: r["benchmarks"][1]["extra_info"].update(id=r["benchmarks"][0]["extra_info"]["id"]),
+     r"benchmark 1: measurement id .*M1-eager' does not match its fields \('.*M8-eager'\)"),
+    (lambda r: r["benchmarks"][0]["extra_info"].pop("dtype"), "benchmark 0: measurement .* lacks fields: dtype"),
+    (lambda r: r["machine_info"]["pruned_perf"].update(methods={"flap": {"color": "green"}}),
+     r"machine_info\.pruned_perf\.methods must map each method to its style \(color, marker"),
     (lambda r: r["benchmarks"][0]["extra_info"].update(batch_size="8"), "extra_info.batch_size must be int"),
     (lambda r: r["benchmarks"][0]["extra_info"].update(rounds_s=None), "rounds_s must be a non-empty list"),
     (lambda r: r["benchmarks"][0]["extra_info"].update(rounds_s=[1.0, float("nan")]), "rounds_s must be .*finite"),
@@ -163,7 +174,7 @@ def test_merge_results_concatenates_shards(tmp_path):
     assert merged["machine_info"] == load_results(a).raw["machine_info"]
     # the dense points were in another shard: the speedup is computed across shards
     flap, dense = points["llama-7b-flap-in12-out128-M8-eager"], points["llama-7b-dense-in12-out128-M8-eager"]
-    assert flap["speedup_vs_dense"] == pytest.approx(dense["latency_s"] / flap["latency_s"])
+    assert flap.speedup_vs_dense == pytest.approx(dense.latency_s / flap.latency_s)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -209,10 +220,10 @@ def test_speedup_over_dense_is_data_with_per_round_samples(results_file):
     points = load_results(results_file).points
     dense = points["llama-7b-dense-in12-out128-M1-eager"]
     depth = points["llama-7b-depth-in12-out128-M1-eager"]
-    assert depth["speedup_vs_dense"] == pytest.approx(dense["latency_s"] / depth["latency_s"])
-    assert depth["speedup_rounds"] == pytest.approx([dense["latency_s"] / r for r in depth["rounds_s"]])
-    assert dense["speedup_vs_dense"] is None  # the dense model is the reference, not a ratio
-    assert points["llama-7b-depth-in12-out128-M8-eager"]["speedup_vs_dense"] is None  # OOM
+    assert depth.speedup_vs_dense == pytest.approx(dense.latency_s / depth.latency_s)
+    assert depth.speedup_rounds == pytest.approx([dense.latency_s / r for r in depth.rounds_s])
+    assert dense.speedup_vs_dense is None  # the dense model is the reference, not a ratio
+    assert points["llama-7b-depth-in12-out128-M8-eager"].speedup_vs_dense is None  # OOM
 
 
 def _run(tmp_path, name, seed, **kwargs):
@@ -226,9 +237,9 @@ def test_baseline_keeps_a_capped_history_of_runs_newest_last(tmp_path):
         dest, runs = store_baseline(_run(tmp_path, f"run-{i}", seed=i), store)
         assert runs == min(i + 1, HISTORY_RUNS)
     stored = load_results(dest)
-    assert [run["run_id"] for run in stored.runs] == [f"run-{i}" for i in range(2, HISTORY_RUNS + 2)]
-    newest = stored.runs[-1]["points"]["llama-7b-flap-in12-out128-M8-eager"]
-    assert newest["latency_s"] == stored.points["llama-7b-flap-in12-out128-M8-eager"]["latency_s"]
+    assert [run.run_id for run in stored.runs] == [f"run-{i}" for i in range(2, HISTORY_RUNS + 2)]
+    newest = stored.runs[-1].points["llama-7b-flap-in12-out128-M8-eager"]
+    assert newest["latency_s"] == stored.points["llama-7b-flap-in12-out128-M8-eager"].latency_s
     assert newest["probe_s"] > 0
     # storing the same run again replaces its entry instead of counting it twice
     _, runs = store_baseline(_run(tmp_path, f"run-{HISTORY_RUNS + 1}", seed=0), store)
@@ -312,8 +323,8 @@ def test_a_point_log_reads_as_the_results_of_its_last_run(tmp_path):
     expected = {b["extra_info"]["id"]: b["extra_info"] for b in full["benchmarks"][:5]}
     assert list(r.points) == list(expected) and r.from_log and r.slug == SLUG and r.profile == "smoke"
     for pid, point in r.points.items():
-        assert point["speedup_vs_dense"] == expected[pid]["speedup_vs_dense"]
-        assert point["rounds_s"] == expected[pid]["rounds_s"]
+        assert point.speedup_vs_dense == expected[pid]["speedup_vs_dense"]
+        assert point.rounds_s == expected[pid]["rounds_s"]
 
 
 def test_a_point_log_is_never_a_baseline_and_a_bad_log_is_one_error(tmp_path):

@@ -42,9 +42,10 @@ from dataclasses import asdict, dataclass, field
 
 from pruned_perf.analysis.config import Config, Settings
 from pruned_perf.analysis.metrics import BY_NAME, LOWER_IS_BETTER, METRICS, Metric, is_number
-from pruned_perf.analysis.results import Results, point_summary
+from pruned_perf.analysis.results import Results, RunSummary, point_summary
 from pruned_perf.analysis.stats import mann_whitney_p, min_p_value
 from pruned_perf.errors import UserError
+from pruned_perf.schema import Measurement
 
 SOFTWARE_KEYS = ("torch", "transformers", "driver", "cuda")
 # Fewer stored runs than this and the envelope of their medians says little about the spread between runs.
@@ -124,7 +125,7 @@ class Comparison:
 # ---------------------------------------------------------------- samples per metric
 
 
-def metric_samples(point: dict) -> dict[str, list[float]]:
+def metric_samples(point: Measurement) -> dict[str, list[float]]:
     """The samples of each tested metric of a point; metrics without data are left out."""
     samples = {}
     for metric in METRICS:
@@ -189,15 +190,15 @@ def memory_verdict(baseline: float, current: float, threshold: float, metric: st
 # ---------------------------------------------------------------- step 2: between runs
 
 
-def between_run_sd(runs: list[dict], models: dict[str, str]) -> dict[str, dict[str, float]]:
+def between_run_sd(runs: list[RunSummary], models: dict[str, str]) -> dict[str, dict[str, float]]:
     """model -> metric -> the standard deviation of a point's log median from one stored run to the next,
     pooled over the model's points (each point's own mean taken out). `models` maps point ids to their
     model; metrics that do not drift with the machine have none."""
     sums: dict[tuple[str, str], list] = {}
     for pid, model in models.items():
         for metric in (m for m in METRICS if m.drifts):
-            values = [run["points"].get(pid, {}).get(metric.name) for run in runs]
-            logs = [math.log(v) for v in values if is_number(v) and v > 0]
+            values = [run.median(pid, metric.name) for run in runs]
+            logs = [math.log(v) for v in values if v is not None and v > 0]
             if len(logs) < 2:
                 continue
             mean = sum(logs) / len(logs)
@@ -250,7 +251,7 @@ def _sigmas_reason(verdict: MetricVerdict, values: list[float], sigmas: float, s
 # ---------------------------------------------------------------- step 3: steadiness
 
 
-def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: dict, current: dict,
+def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement, current: Measurement,
                    settings: Settings) -> str:
     """Why the machine, not the code, explains a change ("" when it does not)."""
     base_state, cur_state = metric.machine(baseline), metric.machine(current)
@@ -270,25 +271,25 @@ def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: dict, curre
     return ""
 
 
-def _probe_spread(point: dict) -> float:
-    rounds = [r for r in point.get("probe_rounds_s") or [] if is_number(r) and r > 0]
+def _probe_spread(point: Measurement) -> float:
+    rounds = [r for r in point.probe_rounds_s if is_number(r) and r > 0]
     return max(rounds) / min(rounds) - 1 if len(rounds) > 1 else 0.0
 
 
 # ---------------------------------------------------------------- a point
 
 
-def compare_point(pid: str, baseline: dict, current: dict, config: Config,
+def compare_point(pid: str, baseline: Measurement, current: Measurement, config: Config,
                   history: list[dict] | None = None, noise: dict[str, float] | None = None) -> PointVerdict:
     """Verdict of one point; `history` holds this point's metric medians in each stored run (default:
     the baseline's own), `noise` the between-run SD of each metric of its model (between_run_sd)."""
     settings = config.settings_for(pid)
-    info = {k: current.get(k) for k in _INFO_KEYS}
-    if current.get("oom") and baseline.get("oom"):
+    info = _info(current)
+    if current.oom and baseline.oom:
         return PointVerdict(pid, UNCHANGED, [], info)
-    if current.get("oom"):
+    if current.oom:
         return PointVerdict(pid, NEWLY_OOM, [], info)
-    if baseline.get("oom"):
+    if baseline.oom:
         return PointVerdict(pid, NO_LONGER_OOM, [], info)
     history = history if history else [point_summary(baseline)]
     metrics = [v for metric in METRICS
@@ -298,7 +299,7 @@ def compare_point(pid: str, baseline: dict, current: dict, config: Config,
     return PointVerdict(pid, status, metrics, info)
 
 
-def _metric_verdict(metric: Metric, baseline: dict, current: dict, history: list[dict],
+def _metric_verdict(metric: Metric, baseline: Measurement, current: Measurement, history: list[dict],
                     settings: Settings, noise: dict[str, float]) -> MetricVerdict | None:
     threshold = settings.thresholds[metric.name]
     if metric.samples is None:
@@ -340,26 +341,29 @@ def compare(current: Results, baseline: Results, config: Config | None = None,
                         f"in the baseline {baseline.path} ({len(baseline.points)} points); "
                         f"was it measured with another profile or other --pp-* options?")
     runs = baseline.runs
-    models = {pid: baseline.points[pid].get("model") for pid in shared}
+    models = {pid: baseline.points[pid].model for pid in shared}
     sds = between_run_sd(runs, models) if len(runs) >= MIN_HISTORY else {}
     points = []
     for pid, point in current.points.items():
         if pid in baseline.points:
-            history = [run["points"][pid] for run in runs if pid in run["points"]]
+            history = [run.points[pid] for run in runs if pid in run.points]
             points.append(compare_point(pid, baseline.points[pid], point, config, history, sds.get(models[pid])))
         else:
-            points.append(PointVerdict(pid, NEW, [], {k: point.get(k) for k in _INFO_KEYS}))
+            points.append(PointVerdict(pid, NEW, [], _info(point)))
     for pid, point in baseline.points.items():
         if pid not in current.points:
-            points.append(PointVerdict(pid, MISSING, [], {k: point.get(k) for k in _INFO_KEYS}))
+            points.append(PointVerdict(pid, MISSING, [], _info(point)))
     return Comparison(points, warnings, baseline.path, dict(baseline.fingerprint), len(runs),
                       _machine_factor(current, baseline, shared), sds, config.history_sigmas)
 
 
+def _info(point: Measurement) -> dict:
+    return {k: getattr(point, k) for k in _INFO_KEYS}
+
+
 def _machine_factor(current: Results, baseline: Results, shared: list[str]) -> float | None:
-    ratios = [current.points[pid]["probe_s"] / baseline.points[pid]["probe_s"] for pid in shared
-              if is_number(current.points[pid].get("probe_s")) and is_number(baseline.points[pid].get("probe_s"))
-              and baseline.points[pid]["probe_s"] > 0]
+    probes = [(current.points[pid].probe_s, baseline.points[pid].probe_s) for pid in shared]
+    ratios = [cur / base for cur, base in probes if is_number(cur) and is_number(base) and base > 0]
     return statistics.median(ratios) if ratios else None
 
 

@@ -22,20 +22,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pruned_perf.analysis.compare import NEWLY_OOM, REGRESSED, Comparison
-from pruned_perf.analysis.metrics import is_number
-from pruned_perf.analysis.results import Results
+from pruned_perf.analysis.metrics import BY_NAME, is_number
+from pruned_perf.analysis.results import STYLE_KEYS, Results, method_rank, method_styles
 from pruned_perf.atomic import atomic_path
 from pruned_perf.errors import UserError
+from pruned_perf.schema import Measurement
 from pruned_perf.pruning.sizing import format_params
 
 FIGURE_SUFFIXES = (".png", ".svg")
-# Reference styling; other methods take the next automatic colour and marker.
-METHOD_STYLES = {
-    "dense": {"color": "gray", "marker": "x", "linestyle": "-"},
-    "llm-pruner": {"color": "black", "marker": "x", "linestyle": "-"},
-    "flap": {"color": "green", "marker": "o", "linestyle": "-"},
-    "depth": {"color": "blue", "marker": "s", "linestyle": "-"},
-}
+# A method's colour and marker are its own (its module's STYLE, carried by the results: method_styles);
+# a method the results do not describe takes the next automatic ones.
 _AUTO_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:red")
 _AUTO_MARKERS = ("^", "v", "D", "P", "*", "<", ">")
 # A second size of the same method keeps its colour and marker but not its line.
@@ -84,8 +80,8 @@ def make_figure(results: Results, baseline: Results | None = None, comparison: C
     from matplotlib.figure import Figure
 
     require_measured_points(results)
-    models = sorted({p["model"] for p in results.points.values()})
-    pairs = sorted({(p["input_tokens"], p["output_tokens"]) for p in results.points.values()})
+    models = sorted({p.model for p in results.points.values()})
+    pairs = sorted({(p.input_tokens, p.output_tokens) for p in results.points.values()})
     fig = Figure(figsize=(4.4 * len(pairs), 3.8 * len(models) + 0.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(models), len(pairs), squeeze=False)
@@ -109,7 +105,7 @@ def require_measured_points(results: Results) -> None:
     points = list(results.points.values())
     if any(_plottable(p) for p in points):
         return
-    n, oom = len(points), sum(1 for p in points if p.get("oom"))
+    n, oom = len(points), sum(1 for p in points if p.oom)
     why = "all out of memory" if oom == n else f"{oom} out of memory, none of the others has a latency"
     raise UserError(f"{results.path}: nothing to plot: {n} point{'s' if n != 1 else ''}, {why}")
 
@@ -166,23 +162,25 @@ def _measured_at(results: Results) -> str:
 # ---------------------------------------------------------------- series and styles
 
 
-def _series_key(p: dict) -> tuple:
-    return (p["method"], p.get("params") or 0, p["backend"])
+def _series_key(p: Measurement) -> tuple:
+    return (p.method, p.params, p.backend)
 
 
 def _styles(results: Results, baseline: Results | None) -> dict[str, dict[tuple, dict]]:
     """Per model: a style and a label per series. Colours and markers follow the method across the
     whole figure; every label names the size, backends only where there is more than one."""
     points = list(results.points.values()) + (list(baseline.points.values()) if baseline else [])
-    methods = sorted({p["method"] for p in points}, key=lambda m: (_method_rank(m), m))
+    known = method_styles(results, baseline)
+    order = list(known)
+    methods = sorted({p.method for p in points}, key=lambda m: method_rank(m, order))
     auto = iter(range(len(methods)))
-    method_base = {m: METHOD_STYLES.get(m) or _auto_style(next(auto)) for m in methods}
-    backends = {p["backend"] for p in points}
-    random = {(p["model"], _series_key(p)) for p in points if p.get("structure_from_random_weights")}
+    method_base = {m: {k: known[m][k] for k in STYLE_KEYS} if m in known else _auto_style(next(auto)) for m in methods}
+    backends = {p.backend for p in points}
+    random = {(p.model, _series_key(p)) for p in points if p.structure_from_random_weights}
     styles: dict[str, dict[tuple, dict]] = {}
-    for model in sorted({p["model"] for p in points}):
-        keys = sorted({_series_key(p) for p in points if p["model"] == model},
-                      key=lambda k: (_method_rank(k[0]), k))
+    for model in sorted({p.model for p in points}):
+        keys = sorted({_series_key(p) for p in points if p.model == model},
+                      key=lambda k: (method_rank(k[0], order), k))
         styles[model] = {key: _series_style(key, keys, method_base, len(backends) > 1, (model, key) in random)
                          for key in keys}
     return styles
@@ -205,14 +203,8 @@ def _series_style(key: tuple, keys: list[tuple], method_base: dict, many_backend
     return style
 
 
-def _method_rank(method: str) -> int:
-    order = list(METHOD_STYLES)
-    return order.index(method) if method in order else len(order)
-
-
 def _auto_style(i: int) -> dict:
-    return {"color": _AUTO_COLORS[i % len(_AUTO_COLORS)], "marker": _AUTO_MARKERS[i % len(_AUTO_MARKERS)],
-            "linestyle": "-"}
+    return {"color": _AUTO_COLORS[i % len(_AUTO_COLORS)], "marker": _AUTO_MARKERS[i % len(_AUTO_MARKERS)]}
 
 
 def _regressed_ids(comparison: Comparison | None) -> dict[str, str]:
@@ -221,18 +213,18 @@ def _regressed_ids(comparison: Comparison | None) -> dict[str, str]:
     return {p.id: p.status for p in comparison.points if p.status in (REGRESSED, NEWLY_OOM)}
 
 
-def _panel_series(results: Results, model: str, inp: int, out: int) -> dict[tuple, list[dict]]:
-    series: dict[tuple, list[dict]] = {}
+def _panel_series(results: Results, model: str, inp: int, out: int) -> dict[tuple, list[Measurement]]:
+    series: dict[tuple, list[Measurement]] = {}
     for p in results.points.values():
-        if (p["model"], p["input_tokens"], p["output_tokens"]) == (model, inp, out):
+        if (p.model, p.input_tokens, p.output_tokens) == (model, inp, out):
             series.setdefault(_series_key(p), []).append(p)
     for points in series.values():
-        points.sort(key=lambda p: p["batch_size"])
+        points.sort(key=lambda p: p.batch_size)
     return series
 
 
-def _plottable(p: dict) -> bool:
-    return not p.get("oom") and bool(p.get("latency_s")) and bool(p.get("tokens_per_s"))
+def _plottable(p: Measurement) -> bool:
+    return not p.oom and bool(p.latency_s) and bool(p.tokens_per_s)
 
 
 # ---------------------------------------------------------------- one panel
@@ -264,35 +256,35 @@ def _panel(ax, results, baseline, model, inp, out, styles, regressed) -> _PanelM
     _log2_axis(ax, [m[1] for m in marks.markers])
     _latency_axis(ax, [m[0] for m in marks.markers])
     ax.set_title(f"{model} in {inp} out {out}", fontsize=10)
-    ax.set_xlabel("latency (s)")
-    ax.set_ylabel("throughput (tokens/s)")
+    ax.set_xlabel(BY_NAME["latency_s"].axis_label)
+    ax.set_ylabel(BY_NAME["tokens_per_s"].axis_label)
     ax.grid(True, which="major", alpha=0.3)
     _panel_notes(ax, oom_notes, not marks.labels, marks)
     return marks
 
 
-def _draw_baseline(ax, points: list[dict], style: dict, marks: _PanelMarks) -> None:
+def _draw_baseline(ax, points: list[Measurement], style: dict, marks: _PanelMarks) -> None:
     """The baseline's medians as a faint dashed line; its rounds as faint ticks at the median's
     throughput, so its spread shows without any round moving a marker or the axis limits."""
     ok = [p for p in points if _plottable(p)]
-    xs, ys = [p["latency_s"] for p in ok], [p["tokens_per_s"] for p in ok]
+    xs, ys = [p.latency_s for p in ok], [p.tokens_per_s for p in ok]
     ax.plot(xs, ys, color=style["color"], marker=style["marker"], linestyle="--", alpha=0.45,
             markersize=_BASE_POINT_SIZE, linewidth=1, zorder=1)
-    rounds = [(r, p["tokens_per_s"]) for p in ok for r in p.get("rounds_s") or () if r and r > 0]
+    rounds = [(r, p.tokens_per_s) for p in ok for r in p.rounds_s if r > 0]
     if rounds:
         ax.plot(*zip(*rounds), color=style["color"], marker="|", linestyle="none", alpha=0.3, markersize=6,
                 zorder=1, scalex=False, scaley=False, label="_baseline rounds")
     marks.markers += [(x, y, _BASE_POINT_SIZE) for x, y in zip(xs, ys)]
 
 
-def _draw_series(ax, points: list[dict], style: dict, marks: _PanelMarks) -> list[int]:
+def _draw_series(ax, points: list[Measurement], style: dict, marks: _PanelMarks) -> list[int]:
     """One variant's line through its batch sizes; returns the batch sizes that ran out of memory."""
     ok = [p for p in points if _plottable(p)]
-    xs, ys = [p["latency_s"] for p in ok], [p["tokens_per_s"] for p in ok]
+    xs, ys = [p.latency_s for p in ok], [p.tokens_per_s for p in ok]
     ax.plot(xs, ys, markersize=_POINT_SIZE, linewidth=1.4, zorder=3, **style)
     marks.markers += [(x, y, _POINT_SIZE) for x, y in zip(xs, ys)]
-    marks.labels += [(f"M{p['batch_size']}", (x, y), style["color"]) for p, x, y in zip(ok, xs, ys)]
-    return [p["batch_size"] for p in points if p.get("oom")]
+    marks.labels += [(f"M{p.batch_size}", (x, y), style["color"]) for p, x, y in zip(ok, xs, ys)]
+    return [p.batch_size for p in points if p.oom]
 
 
 def _panel_notes(ax, oom_notes: list[str], nothing_measured: bool, marks: _PanelMarks) -> None:
@@ -309,14 +301,14 @@ def _panel_notes(ax, oom_notes: list[str], nothing_measured: bool, marks: _Panel
 def _mark_regressions(ax, series, base_series, regressed, marks: _PanelMarks) -> None:
     """Red ring on each regressed point; a newly-OOM point is ringed where the baseline had it."""
     xs, ys = [], []
-    base_by_id = {p["id"]: p for points in base_series.values() for p in points}
+    base_by_id = {p.id: p for points in base_series.values() for p in points}
     for points in series.values():
         for p in points:
-            status = regressed.get(p["id"])
+            status = regressed.get(p.id)
             if status == REGRESSED and _plottable(p):
-                xs.append(p["latency_s"]), ys.append(p["tokens_per_s"])
-            elif status == NEWLY_OOM and p["id"] in base_by_id and _plottable(base_by_id[p["id"]]):
-                xs.append(base_by_id[p["id"]]["latency_s"]), ys.append(base_by_id[p["id"]]["tokens_per_s"])
+                xs.append(p.latency_s), ys.append(p.tokens_per_s)
+            elif status == NEWLY_OOM and p.id in base_by_id and _plottable(base_by_id[p.id]):
+                xs.append(base_by_id[p.id].latency_s), ys.append(base_by_id[p.id].tokens_per_s)
     if xs:
         ax.scatter(xs, ys, s=_RING_SIZE**2, facecolors="none", edgecolors="red", linewidths=1.6, zorder=4,
                    label="_regressed")
@@ -471,12 +463,12 @@ def make_quality_figure(results: Results):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    points = [p for p in results.points.values() if _plottable(p) and is_number(p.get("ppl"))]
+    points = [p for p in results.points.values() if _plottable(p) and is_number(p.ppl)]
     if not points:
         raise UserError(f"{results.path}: no measured point has a held-out perplexity (ppl); only models "
                         f"with a tokenizer get one")
-    models = sorted({p["model"] for p in points})
-    pairs = sorted({(p["input_tokens"], p["output_tokens"]) for p in points})
+    models = sorted({p.model for p in points})
+    pairs = sorted({(p.input_tokens, p.output_tokens) for p in points})
     fig = Figure(figsize=(4.4 * len(pairs), 3.4 * len(models) + 0.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(models), len(pairs), squeeze=False)
@@ -484,7 +476,7 @@ def make_quality_figure(results: Results):
     panels = [_quality_panel(axes[r][c], points, model, inp, out, styles[model])
               for r, model in enumerate(models) for c, (inp, out) in enumerate(pairs)]
     for r, model in enumerate(models):
-        used = {_series_key(p) for p in points if p["model"] == model}
+        used = {_series_key(p) for p in points if p.model == model}
         _legend(axes[r][-1], {k: v for k, v in styles[model].items() if k in used}, False, False)
     title = f"held-out perplexity against throughput · {figure_title(results)}"
     fig.suptitle(_wrap_title(title, fig.get_figwidth()), fontsize=_TITLE_FONTSIZE, wrap=True)
@@ -492,17 +484,17 @@ def make_quality_figure(results: Results):
     return fig
 
 
-def _quality_panel(ax, points: list[dict], model: str, inp: int, out: int, styles: dict) -> _PanelMarks:
+def _quality_panel(ax, points: list[Measurement], model: str, inp: int, out: int, styles: dict) -> _PanelMarks:
     marks = _PanelMarks(ax)
-    mine = [p for p in points if (p["model"], p["input_tokens"], p["output_tokens"]) == (model, inp, out)]
+    mine = [p for p in points if (p.model, p.input_tokens, p.output_tokens) == (model, inp, out)]
     for key in styles:
-        series = sorted((p for p in mine if _series_key(p) == key), key=lambda p: p["batch_size"])
-        xs, ys = [p["tokens_per_s"] for p in series], [p["ppl"] for p in series]
+        series = sorted((p for p in mine if _series_key(p) == key), key=lambda p: p.batch_size)
+        xs, ys = [p.tokens_per_s for p in series], [p.ppl for p in series]
         if not series:
             continue
         ax.plot(xs, ys, markersize=_POINT_SIZE, linewidth=1.4, zorder=3, **styles[key])
         marks.markers += [(x, y, _POINT_SIZE) for x, y in zip(xs, ys)]
-        marks.labels += [(f"M{p['batch_size']}", (x, y), styles[key]["color"]) for p, x, y in zip(series, xs, ys)]
+        marks.labels += [(f"M{p.batch_size}", (x, y), styles[key]["color"]) for p, x, y in zip(series, xs, ys)]
     from matplotlib.ticker import FuncFormatter
 
     ax.set_xscale("log", base=2)
@@ -512,8 +504,8 @@ def _quality_panel(ax, points: list[dict], model: str, inp: int, out: int, style
         pad = (max(ys) - min(ys)) * 0.15 or 0.1 * max(ys)
         ax.set_ylim(max(min(ys) - pad, 0.0), max(ys) + pad)
     ax.set_title(f"{model} in {inp} out {out}", fontsize=10)
-    ax.set_xlabel("throughput (tokens/s)")
-    ax.set_ylabel("held-out perplexity")
+    ax.set_xlabel(BY_NAME["tokens_per_s"].axis_label)
+    ax.set_ylabel(BY_NAME["ppl"].axis_label)
     ax.grid(True, which="major", alpha=0.3)
     _panel_notes(ax, [], not marks.labels, marks)
     return marks

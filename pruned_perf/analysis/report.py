@@ -11,17 +11,17 @@ from tabulate import tabulate
 
 from pruned_perf.analysis.compare import (IMPROVED, INCONCLUSIVE, MIN_HISTORY, MISSING, NEW, NEWLY_OOM, NO_LONGER_OOM,
                                           NOISY, REGRESSED, UNCHANGED, Comparison, PointVerdict)
-from pruned_perf.analysis.results import Results
+from pruned_perf.analysis.metrics import METRICS, Metric
+from pruned_perf.analysis.results import Results, method_rank
 from pruned_perf.errors import choice_error
 from pruned_perf.pruning.sizing import format_params
+from pruned_perf.schema import Measurement
 
 FORMATS = {"github": "github", "plain": "simple"}
 # GitHub refuses a step summary over 1 MiB; keep some room for what the workflow adds around it.
 SUMMARY_LIMIT_BYTES = 1024 * 1024 - 16 * 1024
-GIB = 1024**3
 # Verdicts in the order rows are listed: what needs attention first.
 _ROW_ORDER = (REGRESSED, NEWLY_OOM, INCONCLUSIVE, NOISY, MISSING, NEW, IMPROVED, NO_LONGER_OOM, UNCHANGED)
-_METHOD_ORDER = ("dense", "depth", "llm-pruner", "flap")
 
 
 @dataclass
@@ -53,7 +53,7 @@ def render(results: Results, comparison: Comparison | None = None, fmt: str = "g
 
 def _header(results: Results, comparison: Comparison | None, fmt: str) -> str:
     fp = results.fingerprint
-    n_oom = sum(1 for p in results.points.values() if p.get("oom"))
+    n_oom = sum(1 for p in results.points.values() if p.oom)
     software = ", ".join(f"{k} {fp[k]}" for k in ("driver", "cuda", "torch", "transformers") if fp.get(k))
     title = f"pruned_perf results: profile {results.profile}, {len(results.points)} points ({n_oom} OOM)"
     lines = [f"## {title}" if fmt == "github" else title,
@@ -153,24 +153,26 @@ def _group_tables(results: Results, comparison: Comparison | None, fmt: str,
         title = _title(f"{key[0]} in {key[1]} out {key[2]}", fmt)
         body = tabulate([r.cells for r in group_rows], headers, tablefmt=FORMATS[fmt],
                         disable_numparse=True, colalign=_align(headers))
-        fit = largest_batch_line([p for p in results.points.values() if _group_key(p) == key])
+        fit = largest_batch_line([p for p in results.points.values() if _group_key(p) == key],
+                                 list(results.methods))
         tables.append((key, title + "\n\n" + body + (f"\n\n{fit}" if fit else "")))
     return tables
 
 
-def largest_batch_line(points: list[dict]) -> str:
+def largest_batch_line(points: list[Measurement], order: list[str]) -> str:
     """The largest batch that fit per method, size and backend: in the paper's figure only where a line
-    ends. A series with no OOM fit every batch measured, and maybe larger ones ("the largest measured")."""
-    series: dict[tuple, list[dict]] = {}
+    ends. A series with no OOM fit every batch measured, and maybe larger ones ("the largest measured").
+    Methods in `order` come first, in that order."""
+    series: dict[tuple, list[Measurement]] = {}
     for p in points:
-        series.setdefault((p.get("method"), p.get("params"), p.get("backend")), []).append(p)
+        series.setdefault((p.method, p.params, p.backend), []).append(p)
     methods, backends = [m for m, _ in {k[:2] for k in series}], {k[2] for k in series}
     parts = []
-    for (method, params, backend), members in sorted(series.items(), key=lambda kv: _series_rank(kv[0])):
+    for (method, params, backend), members in sorted(series.items(), key=lambda kv: _series_rank(kv[0], order)):
         label = method if methods.count(method) == 1 else f"{method} {_params(params)}"
         label += f" {backend}" if len(backends) > 1 else ""
-        fit = [p["batch_size"] for p in members if not p.get("oom")]
-        oom = [p["batch_size"] for p in members if p.get("oom")]
+        fit = [p.batch_size for p in members if not p.oom]
+        oom = [p.batch_size for p in members if p.oom]
         if not fit:
             parts.append(f"{label} none (OOM from M{min(oom)})")
         elif not oom:
@@ -180,19 +182,23 @@ def largest_batch_line(points: list[dict]) -> str:
     return "Largest batch that fit: " + "; ".join(parts) if parts else ""
 
 
-def _series_rank(key: tuple) -> tuple:
+def _series_rank(key: tuple, order: list[str]) -> tuple:
     method, params, backend = key
-    return (_METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER), method or "",
-            -(params or 0), backend or "")
+    return (method_rank(method, order), -params, backend)
 
 
-def _group_key(p: dict) -> tuple:
-    return (p.get("model"), p.get("input_tokens"), p.get("output_tokens"))
+def _group_key(p: Measurement | dict) -> tuple:
+    """The table a point (or a missing point's info) goes in."""
+    return (_field(p, "model"), _field(p, "input_tokens"), _field(p, "output_tokens"))
+
+
+def _field(p: Measurement | dict, name: str):
+    """A field of a point, or of the info a verdict keeps of a point only the baseline has."""
+    return p[name] if isinstance(p, dict) else getattr(p, name)
 
 
 def _headers(comparison: Comparison | None) -> list[str]:
-    headers = ["method", "params", "M", "backend", "latency (s)", "tokens/s", "ttft (ms)",
-               "tpot (ms)", "peak mem (GiB)", "speedup vs dense", "ppl"]
+    headers = ["method", "params", "M", "backend", *(m.header for m in METRICS)]
     if comparison is not None:
         headers += ["Δ latency", "verdict"]
     return headers
@@ -204,40 +210,41 @@ def _align(headers: list[str]) -> list[str]:
 
 def _rows(results: Results, comparison: Comparison | None) -> list[Row]:
     verdicts = comparison.by_id() if comparison is not None else {}
-    rows = [_row(p, verdicts.get(pid), comparison is not None) for pid, p in results.points.items()]
-    for pid, pv in verdicts.items():
-        if pv.status == MISSING:
-            rows.append(_row(dict(pv.info, oom=False, missing=True), pv, True))
+    order = list(results.methods)
+    rows = [_row(p, verdicts.get(pid), comparison is not None, order) for pid, p in results.points.items()]
+    for pv in verdicts.values():
+        if pv.status == MISSING:  # only in the baseline: its info places the row, it has no numbers
+            info = pv.info
+            cells = [info["method"], _params(info["params"]), info["batch_size"], info["backend"]]
+            cells += ["-"] * len(METRICS)
+            rows.append(_make_row(info, cells, pv, MISSING, True, order))
     return rows
 
 
-def _row(p: dict, pv: PointVerdict | None, with_verdict: bool) -> Row:
+def _row(p: Measurement, pv: PointVerdict | None, with_verdict: bool, order: list[str]) -> Row:
     status = pv.status if pv is not None else (NEW if with_verdict else UNCHANGED)
-    method = p.get("method") or "?"
-    method_rank = _METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER)
-    cells = [method, _params(p.get("params")), p.get("batch_size"), p.get("backend")]
-    if p.get("missing"):
-        cells += ["-"] * 7
-    elif p.get("oom"):
-        cells += ["OOM"] * 5 + ["", _ppl(p)]  # perplexity is the variant's: known even where a batch is not
-    else:
-        cells += [
-            _num(p.get("latency_s")), _tps(p.get("tokens_per_s")), _ms(p.get("ttft_s")), _ms(p.get("tpot_s")),
-            "" if p.get("peak_mem_bytes") is None else f"{p['peak_mem_bytes'] / GIB:.2f}",
-            _speedup(p), _ppl(p),
-        ]
+    cells = [p.method, _params(p.params), p.batch_size, p.backend] + [_cell(m, p) for m in METRICS]
+    return _make_row(p, cells, pv, status, with_verdict, order)
+
+
+def _cell(metric: Metric, p: Measurement) -> str:
+    """The metric's value as its table shows it. An OOM point has no times but keeps its variant's
+    perplexity; the dense point is the 1.00x every speedup of its shape is over."""
+    value = metric.value(p)
+    if metric.name == "speedup_vs_dense" and p.method == "dense" and not p.oom:
+        value = 1.0
+    if value is None and p.oom:
+        return "" if metric.name == "speedup_vs_dense" else "OOM"
+    return metric.cell(value)
+
+
+def _make_row(p: Measurement | dict, cells: list, pv: PointVerdict | None, status: str, with_verdict: bool,
+              order: list[str]) -> Row:
     if with_verdict:
-        cells += [_latency_change(pv), _verdict_text(pv, status)]
-    rank = (_ROW_ORDER.index(status) if with_verdict else 0, method_rank, method, p.get("params") or 0,
-            p.get("backend") or "", p.get("batch_size") or 0)
+        cells = cells + [_latency_change(pv), _verdict_text(pv, status)]
+    rank = (_ROW_ORDER.index(status) if with_verdict else 0, method_rank(_field(p, "method"), order),
+            _field(p, "params"), _field(p, "backend"), _field(p, "batch_size"))
     return Row(_group_key(p), rank, cells, status in (REGRESSED, NEWLY_OOM))
-
-
-def _speedup(p: dict) -> str:
-    if p.get("method") == "dense" and not p.get("oom"):
-        return "1.00x"
-    speedup = p.get("speedup_vs_dense")
-    return "" if speedup is None else f"{speedup:.2f}x"
 
 
 def _latency_change(pv: PointVerdict | None) -> str:
@@ -252,26 +259,12 @@ def _verdict_text(pv: PointVerdict | None, status: str) -> str:
     return f"{status} ({', '.join(names)})"
 
 
-def _ppl(p: dict) -> str:
-    """Held-out perplexity; empty for a model without a tokenizer."""
-    ppl = p.get("ppl")
-    return "" if ppl is None else f"{ppl:.2f}"
-
-
 def _params(params) -> str:
     return "" if not params else format_params(params)
 
 
 def _num(value) -> str:
     return "" if value is None else f"{value:.4g}"
-
-
-def _tps(value) -> str:
-    return "" if value is None else f"{value:.1f}"
-
-
-def _ms(value) -> str:
-    return "" if value is None else f"{value * 1e3:.2f}"
 
 
 def _pct(change) -> str:

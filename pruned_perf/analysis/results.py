@@ -12,13 +12,14 @@ import json
 import os
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Iterable
 
 from pruned_perf.analysis.metrics import METRICS, is_number
 from pruned_perf.atomic import write_json_atomic
 from pruned_perf.errors import UserError
-from pruned_perf.schema import SCHEMA_VERSION
+from pruned_perf.schema import SCHEMA_VERSION, Measurement
 
 SUPPORTED_SCHEMAS = (SCHEMA_VERSION,)
 HISTORY_KEY = "pruned_perf_history"
@@ -38,6 +39,8 @@ _POSITIVE = ("latency_s", "latency_min_s", "tokens_per_s")
 _NON_NEGATIVE = ("latency_iqr_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "probe_s",
                  "dense_probe_s", "speedup_vs_dense", "peak_mem_bytes", "decode_bw_frac")
 _ROUND_LISTS = ("rounds_s", "ttft_rounds_s", "tpot_rounds_s", "probe_rounds_s", "speedup_rounds", "warmup_s")
+# What a method's STYLE names (pruned_perf.pruning.methods): its colour and marker in every figure.
+STYLE_KEYS = ("color", "marker")
 # Slugs and profiles become path components under baselines/: keep them to one safe name each.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Fields every point needs to be grouped, compared and plotted; the rest may be null (OOM) or absent.
@@ -53,23 +56,25 @@ _REQUIRED_POINT_FIELDS = {
 
 @dataclass
 class Results:
-    """One results file: who measured (fingerprint, profile) and what (points by id)."""
+    """One results file: who measured (fingerprint, profile) and what (points by id, typed)."""
 
     fingerprint: dict
     profile: str
-    points: dict[str, dict]
-    raw: dict = field(repr=False)
+    points: dict[str, Measurement]
+    raw: dict = field(repr=False)  # the file as read; its points are written back from `points` (to_json)
     path: str = ""
     schema: int = SCHEMA_VERSION
-    history: list[dict] = field(default_factory=list)
+    history: list[RunSummary] = field(default_factory=list)
     from_log: bool = False  # read from a point log: the run may have crashed, its outcome is unknown
+    # how each method is shown, in the order of the measuring side's registry (method -> its STYLE)
+    methods: dict[str, dict] = field(default_factory=dict)
 
     @property
     def slug(self) -> str:
         return self.fingerprint["slug"]
 
     @property
-    def runs(self) -> list[dict]:
+    def runs(self) -> list[RunSummary]:
         """Run summaries, oldest first, this file's own run last (a plain results file: just its own)."""
         return self.history or [run_summary(self)]
 
@@ -77,6 +82,26 @@ class Results:
     def failed(self) -> list[str]:
         session = self.raw["machine_info"]["pruned_perf"].get("session") or {}
         return list(session.get("failed") or [])
+
+    def to_json(self) -> dict:
+        """The results file's JSON, every point's extra_info written from its typed point."""
+        return dict(self.raw, benchmarks=[dict(b, extra_info=self.points[b["extra_info"]["id"]].to_dict())
+                                          for b in self.raw["benchmarks"]])
+
+
+def method_styles(*results: "Results | None") -> dict[str, dict]:
+    """method -> its style, in the order the measuring side's registry lists them (the first results'
+    methods first): the method modules own these facts, and the results carry them (`methods`)."""
+    styles: dict[str, dict] = {}
+    for r in results:
+        for method, style in (r.methods if r is not None else {}).items():
+            styles.setdefault(method, style)
+    return styles
+
+
+def method_rank(method: str, order: list[str]) -> tuple:
+    """Where a method goes in tables and legends: by `order`, then any other by name."""
+    return (order.index(method) if method in order else len(order), method)
 
 
 # ---------------------------------------------------------------- reading
@@ -93,8 +118,6 @@ def load_results(path: str | os.PathLike) -> Results:
 
 def results_from_log(path: str) -> Results:
     """The last run of a JSON-lines point log as results: what a crashed or interrupted sweep left."""
-    from dataclasses import replace
-
     from pruned_perf.pointlog import read_records
 
     try:
@@ -112,10 +135,12 @@ def results_from_log(path: str) -> Results:
               for r in records if r.get("run") == run and "meta" not in r]
     if not points:
         raise UserError(f"{path}: run {run} logged no point; nothing was measured")
-    add_speedups(points)  # the session's end computes them; a crashed run never got there
     raw = {"machine_info": {"pruned_perf": headers[-1]["meta"]},
            "benchmarks": [{"name": p.get("id"), "extra_info": p} for p in points]}
-    return replace(results_from_dict(raw, path), from_log=True)
+    results = results_from_dict(raw, path)
+    add_speedups(results.points.values())  # the session's end computes them; a crashed run never got there
+    results.from_log = True
+    return results
 
 
 def results_from_dict(raw, path: str = "<results>") -> Results:
@@ -125,11 +150,11 @@ def results_from_dict(raw, path: str = "<results>") -> Results:
     benchmarks = raw.get("benchmarks")
     if not isinstance(benchmarks, list) or not benchmarks:
         raise UserError(f"{path}: no benchmarks (empty results); nothing was measured")
-    points: dict[str, dict] = {}
+    points: dict[str, Measurement] = {}
     where: dict[str, int] = {}
     for i, bench in enumerate(benchmarks):
         point = _point(bench, i, path)
-        pid = point["id"]
+        pid = point.id
         if pid in points:
             raise UserError(f"{path}: duplicate point id {pid!r} (benchmarks {where[pid]} and {i})")
         points[pid] = point
@@ -142,6 +167,7 @@ def results_from_dict(raw, path: str = "<results>") -> Results:
         path=path,
         schema=meta["schema"],
         history=_history(raw.get(HISTORY_KEY), meta["fingerprint"]["slug"], path),
+        methods=meta["methods"],
     )
 
 
@@ -181,7 +207,13 @@ def _pruned_perf_meta(raw: dict, path: str) -> dict:
     if not isinstance(profile, str):
         raise UserError(f"{path}: machine_info.pruned_perf.profile is missing")
     _check_safe_name(profile, "profile", path)
-    return {"schema": schema, "fingerprint": fingerprint, "profile": profile}
+    methods = meta.get("methods", {})
+    if not isinstance(methods, dict) or not all(
+            isinstance(style, dict) and all(isinstance(style.get(k), str) for k in STYLE_KEYS)
+            for style in methods.values()):
+        raise UserError(f"{path}: machine_info.pruned_perf.methods must map each method to its style "
+                        f"({', '.join(STYLE_KEYS)}: matplotlib names), got {methods!r}")
+    return {"schema": schema, "fingerprint": fingerprint, "profile": profile, "methods": methods}
 
 
 def _check_safe_name(value: str, what: str, path: str) -> None:
@@ -189,7 +221,7 @@ def _check_safe_name(value: str, what: str, path: str) -> None:
         raise UserError(f"{path}: {what} {value!r} is not a file-safe name (letters, digits, . _ -)")
 
 
-def _point(bench, i: int, path: str) -> dict:
+def _point(bench, i: int, path: str) -> Measurement:
     name = bench.get("name", "?") if isinstance(bench, dict) else "?"
     extra = bench.get("extra_info") if isinstance(bench, dict) else None
     if not isinstance(extra, dict) or not extra:
@@ -207,7 +239,10 @@ def _point(bench, i: int, path: str) -> dict:
             raise UserError(f"{path}: point {pid!r}: extra_info.{key} must be {kind.__name__}, got {value!r}")
     if not extra.get("oom"):
         _check_measured(extra, f"{path}: point {pid!r}: extra_info")
-    return extra
+    try:
+        return Measurement.from_dict({"schema": SCHEMA_VERSION, **extra})
+    except UserError as e:
+        raise UserError(f"{path}: benchmark {i}: {e}") from None
 
 
 def _check_measured(extra: dict, where: str) -> None:
@@ -239,56 +274,82 @@ def _non_negative(value) -> bool:
 # ---------------------------------------------------------------- speedup over dense
 
 
-def add_speedups(points) -> None:
+def add_speedups(points: Iterable[Measurement]) -> None:
     """Set `speedup_vs_dense` (and its per-round samples) on every pruned point whose dense point of
     the same shape was measured in the same run: the ratio is what the suite exists to show, and the
     machine's drift between runs cancels out of it. In place; dense and OOM points get None."""
     points = list(points)
-    dense = {_shape(p): p for p in points if p.get("method") == "dense" and not p.get("oom") and p.get("rounds_s")}
+    dense = {_shape(p): p for p in points if p.method == "dense" and not p.oom and p.rounds_s}
     for p in points:
         base = dense.get(_shape(p))
-        rounds = p.get("rounds_s") or []
-        if p.get("method") == "dense" or p.get("oom") or base is None or not rounds:
-            p["speedup_vs_dense"], p["speedup_rounds"], p["dense_probe_s"] = None, [], None
+        if p.method == "dense" or p.oom or base is None or not p.rounds_s:
+            p.speedup_vs_dense, p.speedup_rounds, p.dense_probe_s = None, [], None
             continue
-        base_latency = statistics.median(base["rounds_s"])
-        p["speedup_vs_dense"] = base_latency / statistics.median(rounds)
-        p["speedup_rounds"] = [base_latency / r for r in rounds]
+        base_latency = statistics.median(base.rounds_s)
+        p.speedup_vs_dense = base_latency / statistics.median(p.rounds_s)
+        p.speedup_rounds = [base_latency / r for r in p.rounds_s]
         # how fast the machine was during the dense point: the speedup's denominator was timed then
-        p["dense_probe_s"] = base.get("probe_s")
+        p.dense_probe_s = base.probe_s
 
 
-def _shape(p: dict) -> tuple:
-    return (p.get("model"), p.get("input_tokens"), p.get("output_tokens"), p.get("batch_size"), p.get("backend"))
+def add_speedups_to_benchmarks(benchmarks: list[dict]) -> None:
+    """add_speedups over the points of pytest-benchmark JSON (its `benchmarks`), in place: each
+    extra_info is written anew from its typed point."""
+    measured = [b for b in benchmarks if b.get("extra_info")]
+    points = [Measurement.from_dict(b["extra_info"]) for b in measured]
+    add_speedups(points)
+    for bench, point in zip(measured, points):
+        bench["extra_info"] = point.to_dict()
+
+
+def _shape(p: Measurement) -> tuple:
+    return (p.model, p.input_tokens, p.output_tokens, p.batch_size, p.backend)
 
 
 # ---------------------------------------------------------------- run history
 
 
-def run_summary(results: "Results") -> dict:
-    """What the history keeps of one run: who and when, and per point the median of each metric."""
+@dataclass
+class RunSummary:
+    """What the history keeps of one run: who and when, and per point the median of each metric
+    (metric name -> median, and the probe's `probe_s`; an OOM point: {"oom": true})."""
+
+    run_id: str | None
+    datetime: str | None
+    commit: str | None
+    slug: str
+    torch: str | None
+    transformers: str | None
+    points: dict[str, dict]
+
+    def median(self, pid: str, metric: str) -> float | None:
+        value = self.points.get(pid, {}).get(metric)
+        return float(value) if is_number(value) else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_RUN_FIELDS = [f.name for f in fields(RunSummary)]
+
+
+def run_summary(results: Results) -> RunSummary:
     commit = results.raw.get("commit_info") or {}
     meta = results.raw["machine_info"]["pruned_perf"]
-    return {
-        "run_id": meta.get("run_id"),
-        "datetime": results.raw.get("datetime"),
-        "commit": commit.get("id"),
-        "slug": results.slug,
-        "torch": results.fingerprint.get("torch"),
-        "transformers": results.fingerprint.get("transformers"),
-        "points": {pid: point_summary(p) for pid, p in results.points.items()},
-    }
+    return RunSummary(meta.get("run_id"), results.raw.get("datetime"), commit.get("id"), results.slug,
+                      results.fingerprint.get("torch"), results.fingerprint.get("transformers"),
+                      {pid: point_summary(p) for pid, p in results.points.items()})
 
 
-def point_summary(point: dict) -> dict:
-    if point.get("oom"):
+def point_summary(point: Measurement) -> dict:
+    if point.oom:
         return {"oom": True}
     values = {m.name: m.value(point) for m in METRICS}
-    values["probe_s"] = point.get("probe_s") if is_number(point.get("probe_s")) else None
+    values["probe_s"] = point.probe_s if is_number(point.probe_s) else None
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _history(history, slug: str, path: str) -> list[dict]:
+def _history(history, slug: str, path: str) -> list[RunSummary]:
     """The stored run summaries, checked: a corrupt history or one of other hardware is an error."""
     if history is None:
         return []
@@ -305,7 +366,7 @@ def _history(history, slug: str, path: str) -> list[dict]:
                 if isinstance(values, dict) else ["(not an object)"]
             if bad:
                 raise UserError(f"{where}: point {pid!r} has bad values for {', '.join(bad)}")
-    return history
+    return [RunSummary(**{name: run.get(name) for name in _RUN_FIELDS}) for run in history]
 
 
 # ---------------------------------------------------------------- writing
@@ -347,9 +408,9 @@ def store_baseline(results_path: str | os.PathLike, baselines_dir: str | os.Path
     dest = baseline_path(baselines_dir, results.slug, results.profile)
     history = _kept_history(dest, results, force)
     new_run = run_summary(results)
-    history = [run for run in history if run.get("run_id") is None or run.get("run_id") != new_run["run_id"]]
-    raw = dict(results.raw)
-    raw[HISTORY_KEY] = (history + [new_run])[-HISTORY_RUNS:]
+    history = [run for run in history if run.run_id is None or run.run_id != new_run.run_id]
+    raw = results.to_json()
+    raw[HISTORY_KEY] = [run.to_dict() for run in (history + [new_run])[-HISTORY_RUNS:]]
     write_json_atomic(dest, raw)
     return dest, len(raw[HISTORY_KEY])
 
@@ -362,16 +423,16 @@ def _check_good_run(results: Results) -> None:
     if results.failed:
         raise UserError(f"{results.path}: the run had {len(results.failed)} failed or errored test(s) "
                         f"({', '.join(results.failed[:5])}); not a baseline; {hint}")
-    measured = {pid: p for pid, p in results.points.items() if not p.get("oom")}
+    measured = {pid: p for pid, p in results.points.items() if not p.oom}
     if not measured:
         raise UserError(f"{results.path}: every point ran out of memory; nothing to hold later runs against; {hint}")
     wide = [f"{pid} ({spread:.0%})" for pid, p in measured.items()
-            if (spread := round_spread(p["rounds_s"])) > MAX_ROUND_SPREAD]
+            if (spread := round_spread(p.rounds_s)) > MAX_ROUND_SPREAD]
     if wide:
         raise UserError(f"{results.path}: rounds spread more than {MAX_ROUND_SPREAD:.0%} of their median "
                         f"(interquartile range) in {len(wide)} point(s): {', '.join(wide[:5])}; the machine "
                         f"was unsteady; measure again on a quiet machine or {hint}")
-    probes = {pid: p["probe_s"] for pid, p in measured.items() if is_number(p.get("probe_s")) and p["probe_s"] > 0}
+    probes = {pid: p.probe_s for pid, p in measured.items() if is_number(p.probe_s) and p.probe_s > 0}
     if probes:
         slow, fast = max(probes, key=probes.get), min(probes, key=probes.get)
         if probes[slow] / probes[fast] - 1 > MAX_PROBE_SPREAD:
@@ -388,7 +449,7 @@ def round_spread(rounds: list) -> float:
     return (q3 - q1) / median
 
 
-def _kept_history(dest: Path, results: Results, force: bool) -> list[dict]:
+def _kept_history(dest: Path, results: Results, force: bool) -> list[RunSummary]:
     """The existing baseline's run history, if the new run may join it."""
     if not dest.exists():
         return []
@@ -426,7 +487,7 @@ def _baseline_entry(path: Path) -> BaselineEntry:
         entry.error = str(e)
         return entry
     entry.points = len(results.points)
-    entry.oom_points = sum(1 for p in results.points.values() if p.get("oom"))
+    entry.oom_points = sum(1 for p in results.points.values() if p.oom)
     entry.datetime = str(results.raw.get("datetime", ""))
     entry.torch = str(results.fingerprint.get("torch", ""))
     entry.transformers = str(results.fingerprint.get("transformers", ""))
@@ -467,9 +528,7 @@ def merge_results(paths) -> dict:
     if not paths:
         raise UserError("merge needs at least one results file")
     first = load_results(paths[0])
-    merged = json.loads(json.dumps(first.raw))  # a deep copy: the first shard's dicts stay as read
-    benchmarks = merged["benchmarks"]
-    failed = list(first.failed)
+    points, benchmarks, failed = dict(first.points), list(first.raw["benchmarks"]), list(first.failed)
     owner = {pid: first.path for pid in first.points}
     for path in paths[1:]:
         shard = load_results(path)
@@ -478,9 +537,12 @@ def merge_results(paths) -> dict:
             if pid in owner:
                 raise UserError(f"point {pid!r} is in both {owner[pid]} and {shard.path}; shards must not overlap")
             owner[pid] = shard.path
+        points.update(shard.points)
         benchmarks.extend(shard.raw["benchmarks"])
         failed.extend(shard.failed)
-    add_speedups(b["extra_info"] for b in benchmarks)
+    add_speedups(points.values())
+    raw = json.loads(json.dumps(dict(first.raw, benchmarks=benchmarks)))  # a deep copy: the shards stay as read
+    merged = Results(first.fingerprint, first.profile, points, raw).to_json()
     merged["machine_info"]["pruned_perf"]["session"] = {"failed": failed}
     return merged
 

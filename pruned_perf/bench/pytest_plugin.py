@@ -13,6 +13,7 @@ pytest-benchmark and the measuring core.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -93,10 +94,10 @@ class PerfSession:
         from pruned_perf.analysis.results import Results, add_speedups
 
         meta = self.run.meta()
-        points = {m.id: m.to_dict() for m in self.run.measured}
+        points = {m.id: dataclasses.replace(m) for m in self.run.measured}  # copies: the speedups are this table's
         add_speedups(points.values())
         return Results(meta["fingerprint"], meta["profile"], points, {"machine_info": {"pruned_perf": meta}},
-                       path="this session")
+                       path="this session", methods=meta["methods"])
 
 
 def _pedantic(benchmark):
@@ -207,7 +208,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     state = getattr(config, "_pruned_perf", None)
     if state is None:
         return
-    from pruned_perf.analysis.results import add_speedups
+    from pruned_perf.analysis.results import add_speedups_to_benchmarks
 
     for nodeid, measurement in state.oom_points.items():
         output_json["benchmarks"].append({
@@ -215,7 +216,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
             "params": {"pp_point": measurement.id}, "param": measurement.id,
             "extra_info": measurement.to_dict(), "options": {}, "stats": None,
         })
-    add_speedups(b["extra_info"] for b in output_json["benchmarks"] if b.get("extra_info"))
+    add_speedups_to_benchmarks(output_json["benchmarks"])
     # machine_info is collected before the tests run: the outcome is known only now
     output_json["machine_info"]["pruned_perf"] = state.run.meta()
     state.results_json = output_json

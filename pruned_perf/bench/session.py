@@ -20,6 +20,7 @@ from pruned_perf.bench.sweep import (ModelPool, Sweep, make_points, parse_ints, 
 from pruned_perf.errors import UserError
 from pruned_perf.models import model_config, model_name, parse_dtype
 from pruned_perf.pointlog import PointLog
+from pruned_perf.pruning.methods import styles as method_styles
 from pruned_perf.pruning.variants import get_profile, saved_plan
 from pruned_perf.schema import SCHEMA_VERSION, Measurement, Point
 
@@ -56,7 +57,7 @@ class PerfRun:
     def meta(self, outcome: bool = True) -> dict:
         """machine_info.pruned_perf; with outcome=False (the log's header) without the run's outcome."""
         meta = {"schema": SCHEMA_VERSION, "profile": self.sweep.profile.name, "run_id": self.run_id,
-                "fingerprint": fingerprint(self.sweep.device)}
+                "fingerprint": fingerprint(self.sweep.device), "methods": method_styles()}
         return {**meta, "session": {"failed": list(self.failed)}} if outcome else meta
 
 

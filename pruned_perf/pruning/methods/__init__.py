@@ -3,9 +3,11 @@
 
 A method is a module with NAME, CRITERIA (first = default), CALIB (its reference calibration, or None),
 GRADIENT_CRITERIA (the criteria that backpropagate), OPTIONS (the method-specific keyword options it
-takes), DEFAULT_SIZING (its size for a model no profile lists), `size(config, ratio=, target=, **opts)
--> Sizing` and `plan(model, calib, sizing, criterion, **opts)`. Adding one is that module plus its line
-in METHODS below.
+takes), DEFAULT_SIZING (its size for a model no profile lists), STYLE (its matplotlib colour and marker
+in figures), `size(config, ratio=, target=, **opts) -> Sizing` and `plan(model, calib, sizing,
+criterion, **opts)`. Adding one is that module plus its line in METHODS below; its place there is its
+place in tables and legends. `make_plan` is the one caller of `plan`: it has checked the criterion, and
+it tags the plan with its source model and provenance, so a method does neither.
 """
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ from pruned_perf.pruning.plan import PrunePlan
 from pruned_perf.pruning.sizing import Sizing
 
 METHODS = {m.NAME: m for m in (dense, depth, llm_pruner, flap)}
+
+
+def styles() -> dict[str, dict]:
+    """method -> its STYLE, in registry order: what results carry so that the torch-free analysis side
+    (report, plot) shows each method as its module says, on a machine without torch."""
+    return {name: dict(method.STYLE) for name, method in METHODS.items()}
 
 
 def get_method(name: str):

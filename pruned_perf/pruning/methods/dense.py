@@ -10,6 +10,7 @@ CALIB = None
 GRADIENT_CRITERIA = ()
 OPTIONS = frozenset()  # method-specific options it takes (command line: none)
 DEFAULT_SIZING: dict = {}  # for a model no profile lists: nothing to prune
+STYLE = {"color": "gray", "marker": "x"}  # in every figure; the reference figure: the dense model in gray crosses
 
 
 def size(config, ratio=None, target=None) -> Sizing:
