@@ -26,8 +26,8 @@ from pruned_perf.analysis.metrics import BY_NAME, is_number
 from pruned_perf.analysis.results import STYLE_KEYS, Results, method_rank, method_styles
 from pruned_perf.atomic import atomic_path
 from pruned_perf.errors import UserError
-from pruned_perf.schema import Measurement
 from pruned_perf.pruning.sizing import format_params
+from pruned_perf.schema import Measurement
 
 FIGURE_SUFFIXES = (".png", ".svg")
 # A method's colour and marker are its own (its module's STYLE, carried by the results: method_styles);
@@ -174,7 +174,8 @@ def _styles(results: Results, baseline: Results | None) -> dict[str, dict[tuple,
     order = list(known)
     methods = sorted({p.method for p in points}, key=lambda m: method_rank(m, order))
     auto = iter(range(len(methods)))
-    method_base = {m: {k: known[m][k] for k in STYLE_KEYS} if m in known else _auto_style(next(auto)) for m in methods}
+    method_base = {m: {k: known[m][k] for k in STYLE_KEYS} if m in known else _auto_style(next(auto))
+                   for m in methods}
     backends = {p.backend for p in points}
     random = {(p.model, _series_key(p)) for p in points if p.structure_from_random_weights}
     styles: dict[str, dict[tuple, dict]] = {}
