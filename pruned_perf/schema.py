@@ -91,6 +91,10 @@ class Measurement:
     warmup_s: list = field(default_factory=list)
     probe_s: float | None = None
     probe_rounds_s: list = field(default_factory=list)
+    # seconds this process's threads waited for a CPU during each round, and the median per second of
+    # round (pruned_perf.bench.steadiness.run_queue_wait_s); empty / None where the OS does not say
+    runqueue_wait_rounds_s: list = field(default_factory=list)
+    runqueue_wait_frac: float | None = None
     # filled in over a whole run (pruned_perf.analysis.results.add_speedups): the dense point is another point
     speedup_vs_dense: float | None = None
     speedup_rounds: list = field(default_factory=list)

@@ -364,6 +364,47 @@ def test_a_slowdown_while_the_probe_says_the_machine_was_slower_is_noisy_not_reg
     assert cmp.compare(results_from_dict(steady, "cur.json"), base).by_id()[slow].status == "regressed"
 
 
+def _waited(raw: dict, pid: str, frac: float) -> dict:
+    """raw with point `pid`'s threads waiting `frac` s for a CPU per second of its rounds."""
+    raw = json.loads(json.dumps(raw))
+    for bench in raw["benchmarks"]:
+        info = bench["extra_info"]
+        if info["id"] == pid:
+            info["runqueue_wait_rounds_s"] = [frac * r for r in info["rounds_s"]]
+            info["runqueue_wait_frac"] = frac
+    return raw
+
+
+def test_a_slowdown_while_other_processes_held_the_cores_is_noisy_not_regressed():
+    """The probe, timed between rounds, missed such load on the shared CPU (a tiny model 2.5-4.9x slower,
+    the probe 1.7-4.3x); the run-queue wait during the rounds themselves shows it."""
+    raw = make_results(sweep(batch_sizes=(1, 8, 64)))
+    slow = point_id("llama-7b", "dense", 8, 12, 128)
+    base = results_from_dict(_history_file(_waited(raw, slow, 0.01), runs=4), "base.json")
+    slower = scale_point(raw, slow, 1.5, ttft_factor=1.5)  # the probe as steady as in the baseline's run
+    busy = cmp.compare(results_from_dict(_waited(slower, slow, 0.8), "cur.json"), base).by_id()[slow]
+    assert busy.status == "noisy"
+    assert "its threads waited for a CPU 0.80 s per second of its rounds (baseline's run 0.01)" in \
+        busy.metric("latency_s").reason
+    # the same slowdown with its threads never kept waiting: a slower code path, caught
+    steady = cmp.compare(results_from_dict(_waited(slower, slow, 0.05), "cur.json"), base).by_id()[slow]
+    assert steady.status == "regressed"
+    # the tolerance is a setting
+    strict = config_from_table({"runqueue_tolerance": 1.0})
+    assert cmp.compare(results_from_dict(_waited(slower, slow, 0.8), "cur.json"), base, strict) \
+        .by_id()[slow].status == "regressed"
+    # and an improvement over a baseline whose threads were kept waiting is no improvement
+    # (one stored run, no drift allowance: only the wait can say `noisy`)
+    busy_base = results_from_dict(_waited(slower, slow, 0.8), "base.json")
+    no_drift = config_from_table({"drift_allowance": 0})
+    faster = cmp.compare(results_from_dict(_waited(raw, slow, 0.0), "cur.json"), busy_base, no_drift)
+    latency = faster.by_id()[slow].metric("latency_s")
+    assert latency.verdict == "noisy" and "held the cores in the baseline's run" in latency.reason
+    calm_base = results_from_dict(_waited(slower, slow, 0.0), "base.json")
+    assert cmp.compare(results_from_dict(_waited(raw, slow, 0.0), "cur.json"), calm_base, no_drift) \
+        .by_id()[slow].metric("latency_s").verdict == "improved"
+
+
 def test_a_pruned_model_that_lost_its_speedup_regresses_once_the_history_knows_the_spread():
     raw = make_results(sweep(batch_sizes=(1, 8, 64)))
     slow = point_id("llama-7b", "depth", 1, 12, 128)

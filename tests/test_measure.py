@@ -179,6 +179,19 @@ def test_measurement_fields_consistent(model):
     assert m.id == p.id
 
 
+def test_run_queue_waits_are_read_between_rounds_and_taken_per_second_of_round(model, monkeypatch):
+    """Read in the untimed hooks right before and after each round; off Linux there is nothing to read."""
+    readings = iter([0.0, 0.0, 0.1, 0.3, 0.5, 0.6])  # start 1, end 1, start 2, end 2, ...
+    monkeypatch.setattr(measure_module.steadiness, "run_queue_wait_s", lambda: next(readings))
+    m = measure(model, point(batch=1, inp=4, out=2), rounds=3, warmup=1)
+    assert m.runqueue_wait_rounds_s == pytest.approx([0.0, 0.2, 0.1])
+    assert m.runqueue_wait_frac == pytest.approx(statistics.median(
+        w / r for w, r in zip(m.runqueue_wait_rounds_s, m.rounds_s)))
+    monkeypatch.setattr(measure_module.steadiness, "run_queue_wait_s", lambda: None)
+    off_linux = measure(model, point(batch=1, inp=4, out=2), rounds=3, warmup=1)
+    assert off_linux.runqueue_wait_rounds_s == [] and off_linux.runqueue_wait_frac is None
+
+
 def test_decode_bandwidth_fraction_uses_the_documented_formula(model):
     p = point(batch=2, inp=8, out=8)
     m = measure(model, p, rounds=5)

@@ -383,6 +383,10 @@ def test_every_point_carries_the_schema_fields(base):
         assert all(0 < t <= r for t, r in zip(info["ttft_rounds_s"], rounds))
         assert info["tpot_s"] == pytest.approx(statistics.median(info["tpot_rounds_s"]), rel=1e-12)
         assert len(info["probe_rounds_s"]) == ROUNDS + 1 and info["probe_s"] > 0
+        # how long its threads waited for a CPU during each round (Linux): never negative
+        assert len(info["runqueue_wait_rounds_s"]) == ROUNDS and min(info["runqueue_wait_rounds_s"]) >= 0
+        assert info["runqueue_wait_frac"] == pytest.approx(statistics.median(
+            w / r for w, r in zip(info["runqueue_wait_rounds_s"], rounds)))
         if info["method"] == "dense":
             assert info["speedup_vs_dense"] is None
         else:
@@ -456,15 +460,18 @@ def test_compare_against_the_previous_run_passes_and_prints_the_table(compared):
 
 
 def _faster(data: dict, factor: float) -> dict:
-    """The same results with every timed round `factor` times faster, and no steadiness probe.
+    """The same results with every timed round `factor` times faster, and no steadiness probe or
+    run-queue wait.
 
-    Without a probe the machine's state cannot turn the slowdown into `noisy`: the regression run shares
-    the 2 cores with the `again` run, so its probe is slower than the base run's (a flake, once in 3 CI runs).
+    Without them the machine's state cannot turn the slowdown into `noisy`: the regression run shares
+    the 2 cores with the `again` run, so its probe is slower than the base run's (a flake, once in 3 CI
+    runs), and its threads wait for a CPU.
     """
     data = json.loads(json.dumps(data))
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
         info["probe_s"], info["probe_rounds_s"], info["dense_probe_s"] = None, [], None
+        info["runqueue_wait_rounds_s"], info["runqueue_wait_frac"] = [], None
         for key in ("rounds_s", "ttft_rounds_s", "tpot_rounds_s", "warmup_s"):
             info[key] = [r / factor for r in info[key]]
         for key in ("latency_s", "latency_iqr_s", "latency_min_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s",

@@ -24,3 +24,39 @@ def test_probe_times_the_workload_and_restores_the_thread_setting(monkeypatch):
     assert len(times) == 3 and all(t > 0 for t in times)
     # one untimed first call, then the samples: all with every core the process may use
     assert seen == [cpu_cores()] * 4
+
+
+def test_run_queue_wait_grows_while_other_processes_hold_the_cores():
+    """More busy processes than cores: this one, busy too, must wait its turn on the run queue."""
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    if steadiness.run_queue_wait_s() is None:
+        pytest.skip("the kernel does not report run-queue waits (not Linux)")
+    first, second = steadiness.run_queue_wait_s(), steadiness.run_queue_wait_s()
+    assert 0 <= first <= second  # a running total
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpu_cores() + 1)]
+    try:
+        time.sleep(0.3)
+        before = steadiness.run_queue_wait_s()
+        end = time.perf_counter() + 0.5
+        while time.perf_counter() < end:  # runnable all along: every moment off a core is a wait
+            pass
+        waited = steadiness.run_queue_wait_s() - before
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    # with cores+1 other busy processes, a fair scheduler gives this one about cores/(cores+2) of a core
+    assert waited > 0.05
+
+
+def test_run_queue_wait_is_none_where_the_kernel_does_not_say(monkeypatch):
+    def no_proc(path):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(steadiness.os, "listdir", no_proc)
+    assert steadiness.run_queue_wait_s() is None

@@ -254,6 +254,12 @@ def _sigmas_reason(verdict: MetricVerdict, values: list[float], sigmas: float, s
 def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement, current: Measurement,
                    settings: Settings) -> str:
     """Why the machine, not the code, explains a change ("" when it does not)."""
+    return (_probe_reason(metric, verdict, baseline, current, settings)
+            or _wait_reason(verdict, baseline, current, settings.runqueue_tolerance))
+
+
+def _probe_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement, current: Measurement,
+                  settings: Settings) -> str:
     base_state, cur_state = metric.machine(baseline), metric.machine(current)
     if base_state is None or cur_state is None:
         return ""
@@ -268,6 +274,21 @@ def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement
     if cur_spread > 2 * tolerance and cur_spread > 2 * base_spread:
         return (f"the machine was noisy: steadiness probe rounds spread {cur_spread:.0%} "
                 f"(baseline's run {base_spread:.0%})")
+    return ""
+
+
+def _wait_reason(verdict: MetricVerdict, baseline: Measurement, current: Measurement, tolerance: float) -> str:
+    """Other processes held the cores while this point's rounds ran (or the baseline's): its threads
+    waited on the run queue for more than `tolerance` s per second of its rounds beyond the other's."""
+    base, cur = baseline.runqueue_wait_frac, current.runqueue_wait_frac
+    if base is None or cur is None:
+        return ""
+    if verdict.verdict == REGRESSED and cur - base > tolerance:
+        return (f"other processes held the cores: its threads waited for a CPU {cur:.2f} s per second of its "
+                f"rounds (baseline's run {base:.2f})")
+    if verdict.verdict == IMPROVED and base - cur > tolerance:
+        return (f"other processes held the cores in the baseline's run: its threads waited for a CPU {base:.2f} s "
+                f"per second of its rounds there (now {cur:.2f})")
     return ""
 
 

@@ -6,6 +6,7 @@ alpha = 0.008          # significance level of the one-sided Mann-Whitney U test
 min_rounds = 5         # fewer timed rounds on either side -> inconclusive
 drift_allowance = 1.0  # with < 3 stored runs: how far a time or speedup may drift between runs
 probe_tolerance = 0.15 # the steadiness probe this much slower than in the baseline's run: noisy
+runqueue_tolerance = 0.1  # threads waited this many s more for a CPU per s of rounds than in the baseline's: noisy
 history_sigmas = 2.0   # with >= 3 stored runs: how many between-run SDs a change must exceed
 
 [tool.pruned_perf.thresholds]   # relative change of the median that counts, per metric
@@ -53,6 +54,10 @@ DEFAULT_MIN_ROUNDS = 5
 DEFAULT_DRIFT_ALLOWANCE = 1.0
 # The steadiness probe's own run-to-run wander on a quiet machine stays within about 10%.
 DEFAULT_PROBE_TOLERANCE = 0.15
+# Thread-seconds of run-queue wait per second of a point's rounds beyond the baseline's (or below it, for
+# an improvement) that make a change `noisy`. Measured on the shared 2-core CPU: 0.00-0.01 quiet,
+# 0.7-1.0 under a CPU hog or a parallel test run.
+DEFAULT_RUNQUEUE_TOLERANCE = 0.1
 # With a history, a change must lie this many between-run standard deviations (pooled over the points of
 # the model, from the stored runs) from the history's mean. Chosen on 28 runs of the quick profile on the
 # shared 2-core CPU (README, "A/A and A/B"), against 3-run histories: at 2, 0 of 7 A/A comparisons on
@@ -60,7 +65,7 @@ DEFAULT_PROBE_TOLERANCE = 0.15
 # at 3, 1 of 11 and 1 of 3; without the rule, 6 of 11 and 3 of 3. 0: off.
 DEFAULT_HISTORY_SIGMAS = 2.0
 
-_FRACTIONS = ("alpha", "drift_allowance", "probe_tolerance", "history_sigmas")
+_FRACTIONS = ("alpha", "drift_allowance", "probe_tolerance", "runqueue_tolerance", "history_sigmas")
 TOP_LEVEL_KEYS = ("thresholds", "groups", "min_rounds") + _FRACTIONS
 SETTING_KEYS = tuple(DEFAULT_THRESHOLDS) + ("min_rounds",) + _FRACTIONS
 GROUP_KEYS = ("match",) + SETTING_KEYS
@@ -75,6 +80,7 @@ class Settings:
     min_rounds: int = DEFAULT_MIN_ROUNDS
     drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE
     probe_tolerance: float = DEFAULT_PROBE_TOLERANCE
+    runqueue_tolerance: float = DEFAULT_RUNQUEUE_TOLERANCE
     history_sigmas: float = DEFAULT_HISTORY_SIGMAS
 
 
@@ -91,6 +97,7 @@ class Config:
     min_rounds: int = DEFAULT_MIN_ROUNDS
     drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE
     probe_tolerance: float = DEFAULT_PROBE_TOLERANCE
+    runqueue_tolerance: float = DEFAULT_RUNQUEUE_TOLERANCE
     history_sigmas: float = DEFAULT_HISTORY_SIGMAS
     groups: list[Group] = field(default_factory=list)
     source: str = "defaults"
@@ -183,7 +190,7 @@ def _setting(key: str, value, where: str):
         return _alpha(value, where)
     if key == "history_sigmas":
         return _sigmas(value, where)
-    return _threshold(value, where)  # drift_allowance, probe_tolerance: relative changes too
+    return _threshold(value, where)  # drift_allowance, probe_tolerance, runqueue_tolerance: numbers >= 0
 
 
 def _sigmas(value, where: str) -> float:

@@ -5,6 +5,14 @@ Its time says how fast the machine was while the point ran. Between two runs of 
 point that got slower while the probe got slower by a like amount tells of a busier machine, not of
 a slower code path, and the comparison says `noisy` instead of `regressed` (pruned_perf.analysis.compare).
 
+The probe samples the machine between rounds, and it misjudges how much other processes' threads on
+the same cores slow a small model: on the shared 2-core CPU, tiny-llama's rounds slowed 2.5-4.9x
+under a CPU hog or a parallel test run while the probe slowed 1.7-4.3x, not in proportion. So each
+round also records how long this process's threads waited on the kernel's run queue while it ran
+(`run_queue_wait_s`, Linux schedstat): time they were ready to run but another task held the core.
+Measured there: 0.00-0.01 s per second of rounds on the quiet machine, 0.7-1.0 under the hog or the
+test run. A slower code path on a steady machine (fewer threads, more work) does not raise it.
+
 The probe runs on the point's device with as many threads as the process may use cores, whatever the
 timed code was configured with (OMP_NUM_THREADS, torch.set_num_threads): the thread count is part
 of the code path under test, while the probe measures the machine. A run with half the threads is a
@@ -13,6 +21,7 @@ genuinely slower code path on a steady machine and must still be caught.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 
 import torch
@@ -23,6 +32,24 @@ from pruned_perf.bench.fingerprint import cpu_cores
 # samples per point cost little next to a point's warm-up and rounds.
 PROBE_STEPS = 200
 PROBE_ROWS, PROBE_WIDTH = 64, 384
+
+
+def run_queue_wait_s() -> float | None:
+    """Seconds all threads of this process have so far spent runnable but waiting for a CPU (the
+    second field of /proc/self/task/*/schedstat); None where the kernel does not say (not Linux)."""
+    total_ns, seen = 0, False
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as f:
+                total_ns += int(f.read().split()[1])
+            seen = True
+        except (OSError, IndexError, ValueError):  # a thread that ended between listdir and open
+            continue
+    return total_ns / 1e9 if seen else None
 
 
 def probe(device, samples: int = 3) -> list[float]:
