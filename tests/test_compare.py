@@ -531,6 +531,7 @@ alpha = 0.001
     ({"thresholds": {"latency_s": -1}}, "threshold must be"),
     ({"alpha": 2}, "alpha must be"),
     ({"history_sigmas": -1}, "history_sigmas must be a number of standard deviations >= 0.*got -1"),
+    ({"runqueue_tolerance": "high"}, "runqueue_tolerance must be seconds of waiting per second of rounds.*'high'"),
     ({"min_rounds": 0}, "min_rounds must be"),
     ({"groups": [{"latency_s": 0.1}]}, "needs match"),
     ({"groups": [{"match": "*", "speed": 1}]}, r"groups\[0\].*unknown key.*speed"),

@@ -6,7 +6,7 @@ alpha = 0.008          # significance level of the one-sided Mann-Whitney U test
 min_rounds = 5         # fewer timed rounds on either side -> inconclusive
 drift_allowance = 1.0  # with < 3 stored runs: how far a time or speedup may drift between runs
 probe_tolerance = 0.15 # the steadiness probe this much slower than in the baseline's run: noisy
-runqueue_tolerance = 0.1  # threads waited this many s more for a CPU per s of rounds than in the baseline's: noisy
+runqueue_tolerance = 0.1  # threads waited this many s more per s of rounds for a CPU: noisy
 history_sigmas = 2.0   # with >= 3 stored runs: how many between-run SDs a change must exceed
 
 [tool.pruned_perf.thresholds]   # relative change of the median that counts, per metric
@@ -190,7 +190,16 @@ def _setting(key: str, value, where: str):
         return _alpha(value, where)
     if key == "history_sigmas":
         return _sigmas(value, where)
-    return _threshold(value, where)  # drift_allowance, probe_tolerance, runqueue_tolerance: numbers >= 0
+    if key == "runqueue_tolerance":
+        return _wait(value, where)
+    return _threshold(value, where)  # drift_allowance, probe_tolerance: relative changes too
+
+
+def _wait(value, where: str) -> float:
+    if not _is_number(value) or value < 0:
+        raise UserError(f"{where}: runqueue_tolerance must be seconds of waiting per second of rounds >= 0 "
+                        f"(0.1), got {value!r}")
+    return float(value)
 
 
 def _sigmas(value, where: str) -> float:
