@@ -6,7 +6,9 @@ rule, so that rules meet the same measurements.
 
 DIR holds pytest-benchmark JSON files of the same profile and machine. A file whose name starts with
 `A` is a plain run (identical code); any other name is a trial run (`B...` one thread, `S...` the slow
-MLP of scripts/slow_mlp.py, ...). Runs are taken in the order they were measured. Prints one line per
+MLP of scripts/slow_mlp.py, ...). Runs are taken in the order they were measured; a plain run that
+`baseline update` would refuse (unsteady, other processes on the cores) never joins a history, as in
+a team's store. Prints one line per
 comparison: the points `regressed` under each rule. Exit status 0; 2 for bad input.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from pruned_perf.analysis.compare import REGRESSED, compare
 from pruned_perf.analysis.config import config_from_table
-from pruned_perf.analysis.results import load_results, run_summary
+from pruned_perf.analysis.results import check_good_run, load_results, run_summary
 from pruned_perf.errors import UserError
 
 # "no run-queue rule": the defaults, but a run-queue wait never makes a change `noisy`.
@@ -32,14 +34,24 @@ def _with_history(runs: dict, names: list[str]):
     return baseline
 
 
+def _refusal(results) -> str:
+    """Why `baseline update` would refuse these results ("" if it would store them)."""
+    try:
+        check_good_run(results)
+    except UserError as e:
+        return str(e).split(": ", 1)[-1]
+    return ""
+
+
 def replay(directory: Path, history: int) -> list[str]:
     runs = {path.stem: load_results(path) for path in sorted(directory.glob("*.json"))}
     if not runs:
         raise UserError(f"{directory}: no results files (*.json)")
     order = sorted(runs, key=lambda name: runs[name].raw.get("datetime") or "")
-    lines = []
+    refused = {name: why for name in order if name.startswith("A") and (why := _refusal(runs[name]))}
+    lines = [f"{name}: not stored ({why})" for name, why in refused.items()]
     for i, name in enumerate(order):
-        before = [other for other in order[:i] if other.startswith("A")][-history:]
+        before = [other for other in order[:i] if other.startswith("A") and other not in refused][-history:]
         if len(before) < history:
             continue
         baseline = _with_history(runs, before)

@@ -405,6 +405,21 @@ def test_a_slowdown_while_other_processes_held_the_cores_is_noisy_not_regressed(
         .by_id()[slow].metric("latency_s").verdict == "improved"
 
 
+@pytest.mark.parametrize("device, verdict", [("cpu", "regressed"), ("cuda", "noisy")])
+def test_on_the_cpu_the_run_queue_not_the_probe_says_whether_the_machine_was_busy(device, verdict):
+    """Seen on the 2-core CPU: OMP_NUM_THREADS=1 slowed the probe 1.5x while no thread ever waited for a
+    core, and the probe excused the real slowdown. Where both runs recorded their waits on the CPU, the
+    waits decide; on a GPU the probe times the GPU, which the run queue cannot see."""
+    raw = make_results(sweep(batch_sizes=(1, 8, 64)))
+    slow = point_id("llama-7b", "dense", 8, 12, 128)
+    for bench in raw["benchmarks"]:
+        bench["extra_info"]["device"] = device
+    base = results_from_dict(_history_file(_waited(raw, slow, 0.01), runs=4), "base.json")
+    slower = scale_point(raw, slow, 1.5, ttft_factor=1.5, probe_factor=1.5)
+    c = cmp.compare(results_from_dict(_waited(slower, slow, 0.01), "cur.json"), base)
+    assert c.by_id()[slow].metric("latency_s").verdict == verdict
+
+
 def test_a_pruned_model_that_lost_its_speedup_regresses_once_the_history_knows_the_spread():
     raw = make_results(sweep(batch_sizes=(1, 8, 64)))
     slow = point_id("llama-7b", "depth", 1, 12, 128)

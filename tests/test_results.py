@@ -297,6 +297,21 @@ def test_baseline_update_refuses_a_run_whose_machine_changed_speed(tmp_path):
     assert not (tmp_path / "baselines").exists()
 
 
+def test_baseline_update_refuses_a_run_whose_threads_waited_for_the_cores(tmp_path):
+    raw = make_results(sweep(batch_sizes=(1,)))
+    for i, bench in enumerate(raw["benchmarks"]):  # the quiet CPU's waits, one point with a test run beside
+        frac = 0.7 if i == 2 else 0.01
+        bench["extra_info"].update(runqueue_wait_rounds_s=[frac * r for r in bench["extra_info"]["rounds_s"]],
+                                   runqueue_wait_frac=frac)
+    busy = raw["benchmarks"][2]["extra_info"]["id"]
+    path = write(tmp_path / "r.json", raw)
+    with pytest.raises(UserError, match=rf"other processes held the cores: in 1 point\(s\) .* {busy} \(0.70\)"):
+        store_baseline(path, tmp_path / "baselines")
+    assert not (tmp_path / "baselines").exists()
+    raw["benchmarks"][2]["extra_info"]["runqueue_wait_frac"] = 0.05
+    assert store_baseline(write(tmp_path / "r.json", raw), tmp_path / "baselines")[0].is_file()
+
+
 def _write_log(path, results: dict, run="run-1", cut_after=None) -> None:
     """A point log as the perf plugin writes it: a header, then one line per point (to_dict)."""
     from types import SimpleNamespace

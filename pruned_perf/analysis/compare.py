@@ -21,8 +21,11 @@ decided in three steps (the rule, and the false-alarm rates measured with it, ar
    rounds spread over more than twice that, and twice the baseline's spread) is `noisy`, not
    `regressed`; likewise an improvement on a markedly faster machine. For the speedup over dense the
    machine's state during the point is taken against its state during the dense point (a dense point
-   measured while the machine was busy inflates every speedup of its shape). Memory does not depend
-   on the machine's speed.
+   measured while the machine was busy inflates every speedup of its shape). Each point also records
+   how long its threads waited on the run queue during its rounds: more than `runqueue_tolerance` s
+   per second beyond the baseline's run is `noisy` too, and on the CPU, where both runs recorded it,
+   that wait alone decides (the probe also slows with the timed code's thread settings). Memory does
+   not depend on the machine's speed.
 
 Samples per metric come from the raw rounds (pruned_perf.analysis.metrics); peak memory is one deterministic
 number per point: threshold only, no test. A point also gets `new` (no baseline), `missing` (only in
@@ -253,9 +256,17 @@ def _sigmas_reason(verdict: MetricVerdict, values: list[float], sigmas: float, s
 
 def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement, current: Measurement,
                    settings: Settings) -> str:
-    """Why the machine, not the code, explains a change ("" when it does not)."""
-    return (_probe_reason(metric, verdict, baseline, current, settings)
-            or _wait_reason(verdict, baseline, current, settings.runqueue_tolerance))
+    """Why the machine, not the code, explains a change ("" when it does not).
+
+    On the CPU, where both runs recorded their run-queue waits, those alone decide: they tell whether
+    other processes held the cores, while a slower probe can also come from the timed code's own thread
+    settings (OMP_NUM_THREADS=1 slowed the probe 1.5x on a machine whose threads never waited, and so
+    excused a real slowdown). On a GPU the probe times the GPU, which the run queue cannot see."""
+    waits_known = baseline.runqueue_wait_frac is not None and current.runqueue_wait_frac is not None
+    wait = _wait_reason(verdict, baseline, current, settings.runqueue_tolerance)
+    if waits_known and current.device == "cpu":
+        return wait
+    return _probe_reason(metric, verdict, baseline, current, settings) or wait
 
 
 def _probe_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement, current: Measurement,

@@ -34,6 +34,10 @@ MAX_ROUND_SPREAD = 0.5
 # A run whose steadiness probe was more than twice as slow at one point as at another ran on a machine
 # whose speed changed under it: its speedups over dense mix two machines.
 MAX_PROBE_SPREAD = 1.0
+# A point whose threads waited for a CPU more than this many seconds per second of its rounds shared the
+# cores with other processes (quiet 2-core CPU: 0.000-0.013; with a unit test running beside: 0.69-0.80,
+# and 3-5x the latency): not a reference to hold later runs against.
+MAX_RUNQUEUE_WAIT = 0.1
 # Summary fields of a measured point: required and positive, or optional and non-negative.
 _POSITIVE = ("latency_s", "latency_min_s", "tokens_per_s")
 _NON_NEGATIVE = ("latency_iqr_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "probe_s",
@@ -405,7 +409,7 @@ def store_baseline(results_path: str | os.PathLike, baselines_dir: str | os.Path
     """
     results = load_results(results_path)
     if not force:
-        _check_good_run(results)
+        check_good_run(results)
     dest = baseline_path(baselines_dir, results.slug, results.profile)
     history = _kept_history(dest, results, force)
     new_run = run_summary(results)
@@ -416,7 +420,7 @@ def store_baseline(results_path: str | os.PathLike, baselines_dir: str | os.Path
     return dest, len(raw[HISTORY_KEY])
 
 
-def _check_good_run(results: Results) -> None:
+def check_good_run(results: Results) -> None:
     hint = "pass --force to store it anyway"
     if results.from_log:
         raise UserError(f"{results.path}: a point log, not the results of a finished run (its outcome is "
@@ -433,6 +437,12 @@ def _check_good_run(results: Results) -> None:
         raise UserError(f"{results.path}: rounds spread more than {MAX_ROUND_SPREAD:.0%} of their median "
                         f"(interquartile range) in {len(wide)} point(s): {', '.join(wide[:5])}; the machine "
                         f"was unsteady; measure again on a quiet machine or {hint}")
+    busy = [f"{pid} ({p.runqueue_wait_frac:.2f})" for pid, p in measured.items()
+            if p.runqueue_wait_frac is not None and p.runqueue_wait_frac > MAX_RUNQUEUE_WAIT]
+    if busy:
+        raise UserError(f"{results.path}: other processes held the cores: in {len(busy)} point(s) the threads "
+                        f"waited for a CPU more than {MAX_RUNQUEUE_WAIT} s per second of the rounds: "
+                        f"{', '.join(busy[:5])}; measure again on a quiet machine or {hint}")
     probes = {pid: p.probe_s for pid, p in measured.items() if is_number(p.probe_s) and p.probe_s > 0}
     if probes:
         slow, fast = max(probes, key=probes.get), min(probes, key=probes.get)
