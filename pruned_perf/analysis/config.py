@@ -71,11 +71,11 @@ SETTING_KEYS = tuple(DEFAULT_THRESHOLDS) + ("min_rounds",) + _FRACTIONS
 GROUP_KEYS = ("match",) + SETTING_KEYS
 
 
-@dataclass(frozen=True)
+@dataclass
 class Settings:
     """What one point is compared with."""
 
-    thresholds: dict[str, float]
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     alpha: float = DEFAULT_ALPHA
     min_rounds: int = DEFAULT_MIN_ROUNDS
     drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE
@@ -91,14 +91,9 @@ class Group:
 
 
 @dataclass
-class Config:
-    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
-    alpha: float = DEFAULT_ALPHA
-    min_rounds: int = DEFAULT_MIN_ROUNDS
-    drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE
-    probe_tolerance: float = DEFAULT_PROBE_TOLERANCE
-    runqueue_tolerance: float = DEFAULT_RUNQUEUE_TOLERANCE
-    history_sigmas: float = DEFAULT_HISTORY_SIGMAS
+class Config(Settings):
+    """The settings of every point, and the groups of points that override some of them."""
+
     groups: list[Group] = field(default_factory=list)
     source: str = "defaults"
 
