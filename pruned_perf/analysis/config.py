@@ -55,8 +55,8 @@ DEFAULT_DRIFT_ALLOWANCE = 1.0
 # The steadiness probe's own run-to-run wander on a quiet machine stays within about 10%.
 DEFAULT_PROBE_TOLERANCE = 0.15
 # Thread-seconds of run-queue wait per second of a point's rounds beyond the baseline's (or below it, for
-# an improvement) that make a change `noisy`. Measured on the shared 2-core CPU: 0.00-0.01 quiet,
-# 0.7-1.0 under a CPU hog or a parallel test run.
+# an improvement) that make a change `noisy`. Measured on the shared 2-core CPU: 0.00-0.03 quiet,
+# 0.6-1.0 under a CPU hog or a parallel test run.
 DEFAULT_RUNQUEUE_TOLERANCE = 0.1
 # With a history, a change must lie this many between-run standard deviations (pooled over the points of
 # the model, from the stored runs) from the history's mean. Chosen on 28 runs of the quick profile on the

@@ -35,7 +35,7 @@ MAX_ROUND_SPREAD = 0.5
 # whose speed changed under it: its speedups over dense mix two machines.
 MAX_PROBE_SPREAD = 1.0
 # A point whose threads waited for a CPU more than this many seconds per second of its rounds shared the
-# cores with other processes (quiet 2-core CPU: 0.000-0.013; with a unit test running beside: 0.69-0.80,
+# cores with other processes (quiet 2-core CPU: 0.00-0.03; with a unit test running beside: 0.69-0.80,
 # and 3-5x the latency): not a reference to hold later runs against.
 MAX_RUNQUEUE_WAIT = 0.1
 # Summary fields of a measured point: required and positive, or optional and non-negative.
