@@ -95,6 +95,11 @@ class Measurement:
     # round (pruned_perf.bench.steadiness.run_queue_wait_s); empty / None where the OS does not say
     runqueue_wait_rounds_s: list = field(default_factory=list)
     runqueue_wait_frac: float | None = None
+    # CPU seconds that went to anything but this process during each round (other processes, and the
+    # hypervisor's other guests: steal), and the median per second of round, in cores
+    # (pruned_perf.bench.steadiness.others_cpu_s); empty / None where the OS does not say
+    others_cpu_rounds_s: list = field(default_factory=list)
+    others_cpu_frac: float | None = None
     # filled in over a whole run (pruned_perf.analysis.results.add_speedups): the dense point is another point
     speedup_vs_dense: float | None = None
     speedup_rounds: list = field(default_factory=list)

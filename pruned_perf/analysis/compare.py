@@ -22,10 +22,9 @@ decided in three steps (the rule, and the false-alarm rates measured with it, ar
    `regressed`; likewise an improvement on a markedly faster machine. For the speedup over dense the
    machine's state during the point is taken against its state during the dense point (a dense point
    measured while the machine was busy inflates every speedup of its shape). Each point also records
-   how long its threads waited on the run queue during its rounds: more than `runqueue_tolerance` s
-   per second beyond the baseline's run is `noisy` too, and on the CPU, where both runs recorded it,
-   that wait alone decides (the probe also slows with the timed code's thread settings). Memory does
-   not depend on the machine's speed.
+   how long its threads waited on the run queue during its rounds, and how much CPU went to anything
+   else meanwhile: more than `runqueue_tolerance` s, or `others_tolerance` cores, per second beyond
+   the baseline's run is `noisy` too. Memory does not depend on the machine's speed.
 
 Samples per metric come from the raw rounds (pruned_perf.analysis.metrics); peak memory is one deterministic
 number per point: threshold only, no test. A point also gets `new` (no baseline), `missing` (only in
@@ -256,17 +255,21 @@ def _sigmas_reason(verdict: MetricVerdict, values: list[float], sigmas: float, s
 
 def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement, current: Measurement,
                    settings: Settings) -> str:
-    """Why the machine, not the code, explains a change ("" when it does not).
+    """Why the machine, not the code, explains a change ("" when it does not): the first of three
+    signals that says one run's machine was slower or busier than the other's. Each misses what another
+    sees: the probe runs between rounds (and on a GPU times the GPU); the run-queue wait sees other
+    processes only while this one's threads queue; others' CPU use sees them whether or not they
+    delayed this process, and sees the hypervisor's other guests (steal)."""
+    return (_probe_reason(metric, verdict, baseline, current, settings)
+            or _share_reason(verdict, baseline.runqueue_wait_frac, current.runqueue_wait_frac,
+                             settings.runqueue_tolerance, _WAITED)
+            or _share_reason(verdict, baseline.others_cpu_frac, current.others_cpu_frac,
+                             settings.others_tolerance, _OTHERS))
 
-    On the CPU, where both runs recorded their run-queue waits, those alone decide: they tell whether
-    other processes held the cores, while a slower probe can also come from the timed code's own thread
-    settings (OMP_NUM_THREADS=1 slowed the probe 1.5x on a machine whose threads never waited, and so
-    excused a real slowdown). On a GPU the probe times the GPU, which the run queue cannot see."""
-    waits_known = baseline.runqueue_wait_frac is not None and current.runqueue_wait_frac is not None
-    wait = _wait_reason(verdict, baseline, current, settings.runqueue_tolerance)
-    if waits_known and current.device == "cpu":
-        return wait
-    return _probe_reason(metric, verdict, baseline, current, settings) or wait
+
+# What a busy machine did, per signal: {run} is "" or " in the baseline's run", {v}/{other} its values.
+_WAITED = "other processes held the cores{run}: its threads waited for a CPU {v:.2f} s per second of its rounds"
+_OTHERS = "other processes or guests used the CPUs{run}: {v:.2f} cores' worth during its rounds"
 
 
 def _probe_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement, current: Measurement,
@@ -288,18 +291,16 @@ def _probe_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement,
     return ""
 
 
-def _wait_reason(verdict: MetricVerdict, baseline: Measurement, current: Measurement, tolerance: float) -> str:
-    """Other processes held the cores while this point's rounds ran (or the baseline's): its threads
-    waited on the run queue for more than `tolerance` s per second of its rounds beyond the other's."""
-    base, cur = baseline.runqueue_wait_frac, current.runqueue_wait_frac
+def _share_reason(verdict: MetricVerdict, base: float | None, cur: float | None, tolerance: float,
+                  text: str) -> str:
+    """A slowdown while the machine's share that went elsewhere (seconds per second of the rounds) was
+    more than `tolerance` above the baseline's run; an improvement while it was that much below."""
     if base is None or cur is None:
         return ""
     if verdict.verdict == REGRESSED and cur - base > tolerance:
-        return (f"other processes held the cores: its threads waited for a CPU {cur:.2f} s per second of its "
-                f"rounds (baseline's run {base:.2f})")
+        return text.format(run="", v=cur) + f" (baseline's run {base:.2f})"
     if verdict.verdict == IMPROVED and base - cur > tolerance:
-        return (f"other processes held the cores in the baseline's run: its threads waited for a CPU {base:.2f} s "
-                f"per second of its rounds there (now {cur:.2f})")
+        return text.format(run=" in the baseline's run", v=base) + f" (now {cur:.2f})"
     return ""
 
 

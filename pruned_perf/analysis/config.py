@@ -7,6 +7,7 @@ min_rounds = 5         # fewer timed rounds on either side -> inconclusive
 drift_allowance = 1.0  # with < 3 stored runs: how far a time or speedup may drift between runs
 probe_tolerance = 0.15 # the steadiness probe this much slower than in the baseline's run: noisy
 runqueue_tolerance = 0.1  # threads waited this many s more per s of rounds for a CPU: noisy
+others_tolerance = 0.25  # anything else used this many cores more during the rounds: noisy
 history_sigmas = 2.0   # with >= 3 stored runs: how many between-run SDs a change must exceed
 
 [tool.pruned_perf.thresholds]   # relative change of the median that counts, per metric
@@ -58,6 +59,10 @@ DEFAULT_PROBE_TOLERANCE = 0.15
 # an improvement) that make a change `noisy`. Measured on the shared 2-core CPU: 0.00-0.03 quiet,
 # 0.6-1.0 under a CPU hog or a parallel test run.
 DEFAULT_RUNQUEUE_TOLERANCE = 0.1
+# Cores' worth of CPU that anything but this process (other processes; other guests: steal) used during a
+# point's rounds beyond the baseline's that make a change `noisy`. Measured on the shared 2-core CPU:
+# 0.00-0.02 quiet, 1.0 beside a one-thread hog.
+DEFAULT_OTHERS_TOLERANCE = 0.25
 # With a history, a change must lie this many between-run standard deviations (pooled over the points of
 # the model, from the stored runs) from the history's mean. Chosen on 28 runs of the quick profile on the
 # shared 2-core CPU (README, "A/A and A/B"), against 3-run histories: at 2, 0 of 7 A/A comparisons on
@@ -65,7 +70,8 @@ DEFAULT_RUNQUEUE_TOLERANCE = 0.1
 # at 3, 1 of 11 and 1 of 3; without the rule, 6 of 11 and 3 of 3. 0: off.
 DEFAULT_HISTORY_SIGMAS = 2.0
 
-_FRACTIONS = ("alpha", "drift_allowance", "probe_tolerance", "runqueue_tolerance", "history_sigmas")
+_FRACTIONS = ("alpha", "drift_allowance", "probe_tolerance", "runqueue_tolerance", "others_tolerance",
+              "history_sigmas")
 TOP_LEVEL_KEYS = ("thresholds", "groups", "min_rounds") + _FRACTIONS
 SETTING_KEYS = tuple(DEFAULT_THRESHOLDS) + ("min_rounds",) + _FRACTIONS
 GROUP_KEYS = ("match",) + SETTING_KEYS
@@ -81,6 +87,7 @@ class Settings:
     drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE
     probe_tolerance: float = DEFAULT_PROBE_TOLERANCE
     runqueue_tolerance: float = DEFAULT_RUNQUEUE_TOLERANCE
+    others_tolerance: float = DEFAULT_OTHERS_TOLERANCE
     history_sigmas: float = DEFAULT_HISTORY_SIGMAS
 
 
@@ -185,15 +192,20 @@ def _setting(key: str, value, where: str):
         return _alpha(value, where)
     if key == "history_sigmas":
         return _sigmas(value, where)
-    if key == "runqueue_tolerance":
-        return _wait(value, where)
+    if key in _MACHINE_SHARES:
+        return _share(key, value, where)
     return _threshold(value, where)  # drift_allowance, probe_tolerance: relative changes too
 
 
-def _wait(value, where: str) -> float:
+# Settings in seconds per second of a point's rounds: what each counts, and its default.
+_MACHINE_SHARES = {"runqueue_tolerance": ("seconds of waiting", DEFAULT_RUNQUEUE_TOLERANCE),
+                   "others_tolerance": ("cores of CPU used by others", DEFAULT_OTHERS_TOLERANCE)}
+
+
+def _share(key: str, value, where: str) -> float:
     if not _is_number(value) or value < 0:
-        raise UserError(f"{where}: runqueue_tolerance must be seconds of waiting per second of rounds >= 0 "
-                        f"(0.1), got {value!r}")
+        what, default = _MACHINE_SHARES[key]
+        raise UserError(f"{where}: {key} must be {what} per second of rounds >= 0 ({default:g}), got {value!r}")
     return float(value)
 
 

@@ -38,12 +38,14 @@ MAX_PROBE_SPREAD = 1.0
 # cores with other processes (quiet 2-core CPU: 0.00-0.03; with a unit test running beside: 0.69-0.80,
 # and 3-5x the latency): not a reference to hold later runs against.
 MAX_RUNQUEUE_WAIT = 0.1
+# Likewise a point during whose rounds anything else used more than this many cores' worth of CPU.
+MAX_OTHERS_CPU = 0.25
 # Summary fields of a measured point: required and positive, or optional and non-negative.
 _POSITIVE = ("latency_s", "latency_min_s", "tokens_per_s")
 _NON_NEGATIVE = ("latency_iqr_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "probe_s",
-                 "runqueue_wait_frac", "dense_probe_s", "speedup_vs_dense", "peak_mem_bytes", "decode_bw_frac")
+                 "runqueue_wait_frac", "others_cpu_frac", "dense_probe_s", "speedup_vs_dense", "peak_mem_bytes", "decode_bw_frac")
 _ROUND_LISTS = ("rounds_s", "ttft_rounds_s", "tpot_rounds_s", "probe_rounds_s", "speedup_rounds", "warmup_s",
-                "runqueue_wait_rounds_s")
+                "runqueue_wait_rounds_s", "others_cpu_rounds_s")
 # What a method's STYLE names (pruned_perf.pruning.methods): its colour and marker in every figure.
 STYLE_KEYS = ("color", "marker")
 # Slugs and profiles become path components under baselines/: keep them to one safe name each.
@@ -443,6 +445,12 @@ def check_good_run(results: Results) -> None:
         raise UserError(f"{results.path}: other processes held the cores: in {len(busy)} point(s) the threads "
                         f"waited for a CPU more than {MAX_RUNQUEUE_WAIT} s per second of the rounds: "
                         f"{', '.join(busy[:5])}; measure again on a quiet machine or {hint}")
+    shared = [f"{pid} ({p.others_cpu_frac:.2f})" for pid, p in measured.items()
+              if p.others_cpu_frac is not None and p.others_cpu_frac > MAX_OTHERS_CPU]
+    if shared:
+        raise UserError(f"{results.path}: other processes or guests used the CPUs: in {len(shared)} point(s) they "
+                        f"took more than {MAX_OTHERS_CPU} cores' worth of CPU during the rounds: "
+                        f"{', '.join(shared[:5])}; measure again on a quiet machine or {hint}")
     probes = {pid: p.probe_s for pid, p in measured.items() if is_number(p.probe_s) and p.probe_s > 0}
     if probes:
         slow, fast = max(probes, key=probes.get), min(probes, key=probes.get)

@@ -294,49 +294,60 @@ def _run_point(model, point: Point, rounds: int, warmup: int, timed_rounds: Time
     warmup_s = [_time_once(full) for _ in range(warmup)]
     del traces[:]  # the warm-up calls are not timed rounds
     probe_s: list = []
-    waits = RunQueueWaits()
+    counters = round_counters()
 
     def probe_before_round() -> None:  # untimed: how fast the machine is right before each round
-        waits.round_ended()
+        for counter in counters:
+            counter.round_ended()
         probe_s.extend(steadiness.probe(device, samples=1))
-        waits.round_starts()
+        for counter in counters:
+            counter.round_starts()
 
     rounds_s = [float(s) for s in timed_rounds(full, rounds, warmup=0, setup=probe_before_round)]
     if len(rounds_s) != rounds or len(traces) != rounds:
         raise RuntimeError(f"timed_rounds ran {len(traces)} calls and returned {len(rounds_s)} rounds for "
                            f"{point.id}, expected {rounds}")
-    waits.round_ended()
+    for counter in counters:
+        counter.round_ended()
     probe_s.extend(steadiness.probe(device, samples=1))  # and after the last
+    counted = {k: v for counter in counters for k, v in counter.fields(rounds_s).items()}
     return {"warmup_s": warmup_s, "rounds_s": rounds_s, "probe_rounds_s": probe_s,
-            "probe_s": statistics.median(probe_s), **waits.fields(rounds_s),
+            "probe_s": statistics.median(probe_s), **counted,
             **timing_fields(point, rounds_s, traces)}
 
 
-class RunQueueWaits:
-    """The run-queue wait of this process's threads during each timed round, read outside the timed
-    call (in the untimed hooks right before and after it), so it costs the timing nothing."""
+class RoundCounter:
+    """A cumulative machine counter (seconds, pruned_perf.bench.steadiness) read right before and after
+    each timed round, in the untimed hooks around it, so it costs the timing nothing."""
 
-    def __init__(self):
+    def __init__(self, read, field: str):
+        self.read, self.field = read, field
         self.rounds_s: list = []
         self._start_s: float | None = None
 
     def round_starts(self) -> None:
-        self._start_s = steadiness.run_queue_wait_s()
+        self._start_s = self.read()
 
     def round_ended(self) -> None:
         if self._start_s is None:  # before the first round, or off Linux
             return
-        now_s = steadiness.run_queue_wait_s()
+        now_s = self.read()
         if now_s is not None:
             self.rounds_s.append(max(now_s - self._start_s, 0.0))
         self._start_s = None
 
     def fields(self, rounds_s: list) -> dict:
-        """Per round the seconds waited; their median per second of the round (None off Linux)."""
+        """Per round the counter's seconds; their median per second of the round (None off Linux)."""
         if len(self.rounds_s) != len(rounds_s):
-            return {"runqueue_wait_rounds_s": [], "runqueue_wait_frac": None}
-        return {"runqueue_wait_rounds_s": self.rounds_s,
-                "runqueue_wait_frac": statistics.median(w / r for w, r in zip(self.rounds_s, rounds_s))}
+            return {f"{self.field}_rounds_s": [], f"{self.field}_frac": None}
+        return {f"{self.field}_rounds_s": self.rounds_s,
+                f"{self.field}_frac": statistics.median(c / r for c, r in zip(self.rounds_s, rounds_s))}
+
+
+def round_counters() -> list[RoundCounter]:
+    """How long this process's threads waited for a CPU, and how much CPU went to anything else."""
+    return [RoundCounter(steadiness.run_queue_wait_s, "runqueue_wait"),
+            RoundCounter(steadiness.others_cpu_s, "others_cpu")]
 
 
 def _reset_peak(device: torch.device) -> None:

@@ -13,6 +13,13 @@ round also records how long this process's threads waited on the kernel's run qu
 Measured there: 0.00-0.01 s per second of rounds on the quiet machine, 0.7-1.0 under the hog or the
 test run. A slower code path on a steady machine (fewer threads, more work) does not raise it.
 
+The wait does not see what runs beside a process whose threads never queue: with OMP_NUM_THREADS=1
+and a one-thread hog, tiny-llama waited 0.00 s per second while the hog held the other core. Nor does
+it see the hypervisor giving this virtual machine's CPUs to other guests (steal time). So each round
+also records the CPU time that went to anything but this process while it ran (`others_cpu_s`: all
+CPUs' busy and stolen time from /proc/stat, less this process's own CPU time): 0.00-0.02 cores on the
+quiet 2-core CPU, 0.7 under a two-thread run beside a hog, 1.0 with a one-thread run beside it.
+
 The probe runs on the point's device with as many threads as the process may use cores, whatever the
 timed code was configured with (OMP_NUM_THREADS, torch.set_num_threads): the thread count is part
 of the code path under test, while the probe measures the machine. A run with half the threads is a
@@ -50,6 +57,21 @@ def run_queue_wait_s() -> float | None:
         except (OSError, IndexError, ValueError):  # a thread that ended between listdir and open
             continue
     return total_ns / 1e9 if seen else None
+
+
+def others_cpu_s() -> float | None:
+    """CPU seconds that, so far, went to anything but this process: the busy and stolen time of all
+    CPUs (first line of /proc/stat) less this process's own CPU time; None where the kernel does not
+    say (not Linux). Ticks of 1/CLK_TCK s: read it over rounds of a tenth of a second or more."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 8:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK") - time.process_time()
 
 
 def probe(device, samples: int = 3) -> list[float]:
