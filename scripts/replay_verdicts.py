@@ -1,6 +1,6 @@
-"""Replay the verdicts over stored suite runs: every run against the H plain runs before it, without the
-`history_sigmas` rule and with it at 2 (the default) and 3, and the defaults without the run-queue wait
-rule, so that rules meet the same measurements.
+"""Replay the verdicts over stored suite runs: every run against the H plain runs before it, under the
+defaults and under the defaults less some of their rules (the `history_sigmas` gate; the machine
+signals: others' CPU use, the steadiness probe), so that rules meet the same measurements.
 
     python scripts/replay_verdicts.py DIR [--history 1 3]
 
@@ -22,9 +22,10 @@ from pruned_perf.analysis.config import config_from_table
 from pruned_perf.analysis.results import check_good_run, load_results, run_summary
 from pruned_perf.errors import UserError
 
-# "no run-queue rule": the defaults, but a run-queue wait never makes a change `noisy`.
-RULES = {"envelope only": {"history_sigmas": 0}, "history_sigmas 2": {"history_sigmas": 2},
-         "history_sigmas 3": {"history_sigmas": 3}, "no run-queue rule": {"runqueue_tolerance": 1e3}}
+# These tolerances turn their signal off: no machine is that much busier (1000 cores) or slower (10x).
+RULES = {"defaults": {}, "envelope only": {"history_sigmas": 0},
+         "no others' CPU": {"others_tolerance": 1e3},
+         "run-queue wait only": {"others_tolerance": 1e3, "probe_tolerance": 9}}
 
 
 def _with_history(runs: dict, names: list[str]):

@@ -179,17 +179,18 @@ def test_measurement_fields_consistent(model):
     assert m.id == p.id
 
 
-def test_run_queue_waits_are_read_between_rounds_and_taken_per_second_of_round(model, monkeypatch):
+@pytest.mark.parametrize("reader, field", [("run_queue_wait_s", "runqueue_wait"), ("others_cpu_s", "others_cpu")])
+def test_machine_counters_are_read_between_rounds_and_taken_per_second_of_round(model, monkeypatch, reader, field):
     """Read in the untimed hooks right before and after each round; off Linux there is nothing to read."""
     readings = iter([0.0, 0.0, 0.1, 0.3, 0.5, 0.6])  # start 1, end 1, start 2, end 2, ...
-    monkeypatch.setattr(measure_module.steadiness, "run_queue_wait_s", lambda: next(readings))
+    monkeypatch.setattr(measure_module.steadiness, reader, lambda: next(readings))
     m = measure(model, point(batch=1, inp=4, out=2), rounds=3, warmup=1)
-    assert m.runqueue_wait_rounds_s == pytest.approx([0.0, 0.2, 0.1])
-    assert m.runqueue_wait_frac == pytest.approx(statistics.median(
-        w / r for w, r in zip(m.runqueue_wait_rounds_s, m.rounds_s)))
-    monkeypatch.setattr(measure_module.steadiness, "run_queue_wait_s", lambda: None)
+    per_round = getattr(m, f"{field}_rounds_s")
+    assert per_round == pytest.approx([0.0, 0.2, 0.1])
+    assert getattr(m, f"{field}_frac") == pytest.approx(statistics.median(c / r for c, r in zip(per_round, m.rounds_s)))
+    monkeypatch.setattr(measure_module.steadiness, reader, lambda: None)
     off_linux = measure(model, point(batch=1, inp=4, out=2), rounds=3, warmup=1)
-    assert off_linux.runqueue_wait_rounds_s == [] and off_linux.runqueue_wait_frac is None
+    assert getattr(off_linux, f"{field}_rounds_s") == [] and getattr(off_linux, f"{field}_frac") is None
 
 
 def test_decode_bandwidth_fraction_uses_the_documented_formula(model):

@@ -387,6 +387,10 @@ def test_every_point_carries_the_schema_fields(base):
         assert len(info["runqueue_wait_rounds_s"]) == ROUNDS and min(info["runqueue_wait_rounds_s"]) >= 0
         assert info["runqueue_wait_frac"] == pytest.approx(statistics.median(
             w / r for w, r in zip(info["runqueue_wait_rounds_s"], rounds)))
+        # and how much CPU went to anything else meanwhile: never negative
+        assert len(info["others_cpu_rounds_s"]) == ROUNDS and min(info["others_cpu_rounds_s"]) >= 0
+        assert info["others_cpu_frac"] == pytest.approx(statistics.median(
+            c / r for c, r in zip(info["others_cpu_rounds_s"], rounds)))
         if info["method"] == "dense":
             assert info["speedup_vs_dense"] is None
         else:
@@ -472,6 +476,7 @@ def _faster(data: dict, factor: float) -> dict:
         info = bench["extra_info"]
         info["probe_s"], info["probe_rounds_s"], info["dense_probe_s"] = None, [], None
         info["runqueue_wait_rounds_s"], info["runqueue_wait_frac"] = [], None
+        info["others_cpu_rounds_s"], info["others_cpu_frac"] = [], None
         for key in ("rounds_s", "ttft_rounds_s", "tpot_rounds_s", "warmup_s"):
             info[key] = [r / factor for r in info[key]]
         for key in ("latency_s", "latency_iqr_s", "latency_min_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s",

@@ -97,6 +97,20 @@ def test_plain_format_and_bad_format(raw):
         render(_results(raw), fmt="html")
 
 
+def test_comparison_says_how_much_other_work_used_the_cpus_in_each_run(raw):
+    """The median over points, so a reader sees at once whether either run shared its machine."""
+    def shared(data: dict, cores: list[float]) -> dict:
+        data = copy.deepcopy(data)
+        for bench, frac in zip(data["benchmarks"], cores * len(data["benchmarks"])):
+            bench["extra_info"]["others_cpu_frac"] = frac
+        return data
+
+    cur = _results(shared(raw, [0.9, 1.1, 1.0]), "cur.json")
+    text = render(cur, compare(cur, _results(shared(raw, [0.01, 0.03, 0.02]), "base.json")))
+    assert "Other work on the CPUs during the rounds: 1.00 cores (baseline's run 0.02), median of points" in text
+    assert "Other work on the CPUs" not in render(_results(raw), compare(_results(raw), _results(raw, "b.json")))
+
+
 def test_comparison_puts_regressions_first_with_delta_and_verdict(raw):
     slow = point_id("llama-7b", "flap", 8, 82, 512)
     cur = _results(scale_point(raw, slow, 2.5), "cur.json")

@@ -312,6 +312,27 @@ def test_baseline_update_refuses_a_run_whose_threads_waited_for_the_cores(tmp_pa
     assert store_baseline(write(tmp_path / "r.json", raw), tmp_path / "baselines")[0].is_file()
 
 
+def test_baseline_update_refuses_a_run_beside_which_other_work_used_the_cpus(tmp_path):
+    """Other work on a core this run's threads never asked for: no wait, but the CPUs were shared. A GPU
+    point's host thread does not compete with it."""
+    raw = make_results(sweep(batch_sizes=(1,)))
+    for i, bench in enumerate(raw["benchmarks"]):
+        cores = 1.0 if i == 1 else 0.02
+        bench["extra_info"].update(others_cpu_rounds_s=[cores * r for r in bench["extra_info"]["rounds_s"]],
+                                   others_cpu_frac=cores)
+    assert store_baseline(write(tmp_path / "gpu.json", raw), tmp_path / "gpu-baselines")[0].is_file()
+    for bench in raw["benchmarks"]:
+        bench["extra_info"]["device"] = "cpu"
+    shared = raw["benchmarks"][1]["extra_info"]["id"]
+    path = write(tmp_path / "r.json", raw)
+    with pytest.raises(UserError, match=rf"other processes or guests used the CPUs: in 1 point\(s\) they took "
+                                        rf"more than 0.25 cores' worth of CPU during the rounds: {shared} \(1.00\)"):
+        store_baseline(path, tmp_path / "baselines")
+    assert not (tmp_path / "baselines").exists()
+    raw["benchmarks"][1]["extra_info"]["others_cpu_frac"] = 0.2
+    assert store_baseline(write(tmp_path / "r.json", raw), tmp_path / "baselines")[0].is_file()
+
+
 def _write_log(path, results: dict, run="run-1", cut_after=None) -> None:
     """A point log as the perf plugin writes it: a header, then one line per point (to_dict)."""
     from types import SimpleNamespace

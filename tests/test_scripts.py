@@ -28,7 +28,7 @@ def test_replay_compares_each_run_with_the_plain_runs_before_it(tmp_path, capsys
     assert _script().main([str(tmp_path), "--history", "1", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "== history of 1 run(s)" and out[1].startswith("A0: not stored (other processes held the cores")
-    assert out[2].startswith("A2 against A1: envelope only: 0 regressed")  # A0 is in no history
+    assert out[2].startswith("A2 against A1: defaults: 0 regressed")  # A0 is in no history
     assert not any("A0+" in line or "against A0" in line for line in out)
     [s1_one, s1_three] = [line for line in out if line.startswith("S1 against")]
     assert s1_one.startswith("S1 against A3: ")  # the newest plain run only

@@ -60,3 +60,42 @@ def test_run_queue_wait_is_none_where_the_kernel_does_not_say(monkeypatch):
 
     monkeypatch.setattr(steadiness.os, "listdir", no_proc)
     assert steadiness.run_queue_wait_s() is None
+
+
+def test_others_cpu_counts_a_process_beside_this_one_but_not_this_ones_own_work():
+    """A one-thread hog uses about a core; this process's own busy loop is not counted."""
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    if steadiness.others_cpu_s() is None:
+        pytest.skip("the kernel does not report CPU time (not Linux)")
+
+    def busy_for(seconds: float) -> tuple[float, float]:
+        before, start = steadiness.others_cpu_s(), time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            pass
+        return steadiness.others_cpu_s() - before, time.perf_counter() - start
+
+    alone, alone_s = busy_for(0.5)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        beside, beside_s = busy_for(1.0)
+    finally:
+        hog.kill()
+        hog.wait()
+    # the hog gets most of a core (on one core, half of it); others' CPU on a quiet machine stays small,
+    # but a shared CI machine has other work too: only the hog's share must stand out
+    assert beside / beside_s > 0.4
+    assert beside / beside_s > alone / alone_s + 0.3
+
+
+def test_others_cpu_is_none_where_the_kernel_does_not_say(monkeypatch):
+    def no_proc(path, *args, **kwargs):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(steadiness, "open", no_proc, raising=False)  # shadows the builtin in that module only
+    assert steadiness.others_cpu_s() is None

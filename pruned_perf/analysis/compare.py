@@ -101,6 +101,9 @@ class Comparison:
     history_runs: int = 1
     # median over points of (current probe / baseline probe): how much slower the machine was
     machine_factor: float | None = None
+    # median over points of the cores' worth of CPU that anything else used during the rounds:
+    # (this run, the baseline's run); None where either run did not record it
+    others_cpu: tuple[float, float] | None = None
     # between_run_sd of the history (>= MIN_HISTORY runs only): model -> metric -> SD of the log medians
     between_run_sd: dict[str, dict[str, float]] = field(default_factory=dict)
     history_sigmas: float = 0.0
@@ -259,11 +262,14 @@ def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement
     signals that says one run's machine was slower or busier than the other's. Each misses what another
     sees: the probe runs between rounds (and on a GPU times the GPU); the run-queue wait sees other
     processes only while this one's threads queue; others' CPU use sees them whether or not they
-    delayed this process, and sees the hypervisor's other guests (steal)."""
+    delayed this process, and sees the hypervisor's other guests (steal). That last one counts on the
+    CPU only: a GPU run's host thread, alone on one of many cores, does not compete with other work
+    that never made it wait."""
+    on_cpu = current.device == "cpu"
     return (_probe_reason(metric, verdict, baseline, current, settings)
             or _share_reason(verdict, baseline.runqueue_wait_frac, current.runqueue_wait_frac,
                              settings.runqueue_tolerance, _WAITED)
-            or _share_reason(verdict, baseline.others_cpu_frac, current.others_cpu_frac,
+            or _share_reason(verdict, baseline.others_cpu_frac if on_cpu else None, current.others_cpu_frac,
                              settings.others_tolerance, _OTHERS))
 
 
@@ -387,7 +393,8 @@ def compare(current: Results, baseline: Results, config: Config | None = None,
         if pid not in current.points:
             points.append(PointVerdict(pid, MISSING, [], _info(point)))
     return Comparison(points, warnings, baseline.path, dict(baseline.fingerprint), len(runs),
-                      _machine_factor(current, baseline, shared), sds, config.history_sigmas)
+                      _machine_factor(current, baseline, shared), _others_cpu(current, baseline, shared),
+                      sds, config.history_sigmas)
 
 
 def _info(point: Measurement) -> dict:
@@ -398,6 +405,14 @@ def _machine_factor(current: Results, baseline: Results, shared: list[str]) -> f
     probes = [(current.points[pid].probe_s, baseline.points[pid].probe_s) for pid in shared]
     ratios = [cur / base for cur, base in probes if is_number(cur) and is_number(base) and base > 0]
     return statistics.median(ratios) if ratios else None
+
+
+def _others_cpu(current: Results, baseline: Results, shared: list[str]) -> tuple[float, float] | None:
+    pairs = [(current.points[pid].others_cpu_frac, baseline.points[pid].others_cpu_frac) for pid in shared]
+    known = [(cur, base) for cur, base in pairs if cur is not None and base is not None]
+    if not known:
+        return None
+    return statistics.median(cur for cur, _ in known), statistics.median(base for _, base in known)
 
 
 def fingerprint_warnings(current: Results, baseline: Results, allow_mismatch: bool) -> list[str]:

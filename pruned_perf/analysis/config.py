@@ -61,7 +61,7 @@ DEFAULT_PROBE_TOLERANCE = 0.15
 DEFAULT_RUNQUEUE_TOLERANCE = 0.1
 # Cores' worth of CPU that anything but this process (other processes; other guests: steal) used during a
 # point's rounds beyond the baseline's that make a change `noisy`. Measured on the shared 2-core CPU:
-# 0.00-0.02 quiet, 1.0 beside a one-thread hog.
+# 0.00-0.05 quiet, 0.62-1.01 beside a one-thread hog (README, fourth trials).
 DEFAULT_OTHERS_TOLERANCE = 0.25
 # With a history, a change must lie this many between-run standard deviations (pooled over the points of
 # the model, from the stored runs) from the history's mean. Chosen on 28 runs of the quick profile on the

@@ -88,6 +88,9 @@ def _history_line(comparison: Comparison) -> str:
     factor = comparison.machine_factor
     if factor is not None:
         text += f". Steadiness probe: this run's machine was {factor:.2f}x the baseline run's time"
+    if comparison.others_cpu is not None:
+        now, then = comparison.others_cpu
+        text += f". Other work on the CPUs during the rounds: {now:.2f} cores (baseline's run {then:.2f}), median of points"
     return text
 
 

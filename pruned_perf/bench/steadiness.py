@@ -17,8 +17,8 @@ The wait does not see what runs beside a process whose threads never queue: with
 and a one-thread hog, tiny-llama waited 0.00 s per second while the hog held the other core. Nor does
 it see the hypervisor giving this virtual machine's CPUs to other guests (steal time). So each round
 also records the CPU time that went to anything but this process while it ran (`others_cpu_s`: all
-CPUs' busy and stolen time from /proc/stat, less this process's own CPU time): 0.00-0.02 cores on the
-quiet 2-core CPU, 0.7 under a two-thread run beside a hog, 1.0 with a one-thread run beside it.
+CPUs' busy and stolen time from /proc/stat, less this process's own CPU time): 0.00-0.05 cores on the
+quiet 2-core CPU, 0.62-0.78 beside a one-thread hog, 0.93-1.01 when the run itself used one thread.
 
 The probe runs on the point's device with as many threads as the process may use cores, whatever the
 timed code was configured with (OMP_NUM_THREADS, torch.set_num_threads): the thread count is part
