@@ -273,7 +273,7 @@ def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement
                              settings.others_tolerance, _OTHERS))
 
 
-# What a busy machine did, per signal: {run} is "" or " in the baseline's run", {v}/{other} its values.
+# What a busy machine did, per signal: {run} is "" or " in the baseline's run", {v} the value there.
 _WAITED = "other processes held the cores{run}: its threads waited for a CPU {v:.2f} s per second of its rounds"
 _OTHERS = "other processes or guests used the CPUs{run}: {v:.2f} cores' worth during its rounds"
 

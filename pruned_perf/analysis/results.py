@@ -44,7 +44,8 @@ MAX_OTHERS_CPU = 0.25
 # Summary fields of a measured point: required and positive, or optional and non-negative.
 _POSITIVE = ("latency_s", "latency_min_s", "tokens_per_s")
 _NON_NEGATIVE = ("latency_iqr_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "probe_s",
-                 "runqueue_wait_frac", "others_cpu_frac", "dense_probe_s", "speedup_vs_dense", "peak_mem_bytes", "decode_bw_frac")
+                 "runqueue_wait_frac", "others_cpu_frac", "dense_probe_s", "speedup_vs_dense", "peak_mem_bytes",
+                 "decode_bw_frac")
 _ROUND_LISTS = ("rounds_s", "ttft_rounds_s", "tpot_rounds_s", "probe_rounds_s", "speedup_rounds", "warmup_s",
                 "runqueue_wait_rounds_s", "others_cpu_rounds_s")
 # What a method's STYLE names (pruned_perf.pruning.methods): its colour and marker in every figure.
