@@ -185,6 +185,11 @@ def _threshold(value, where: str) -> float:
     return float(value)
 
 
+# Settings in seconds per second of a point's rounds: what each counts, and its default.
+_MACHINE_SHARES = {"runqueue_tolerance": ("seconds of waiting", DEFAULT_RUNQUEUE_TOLERANCE),
+                   "others_tolerance": ("cores of CPU used by others", DEFAULT_OTHERS_TOLERANCE)}
+
+
 def _setting(key: str, value, where: str):
     if key == "min_rounds":
         return _min_rounds(value, where)
@@ -195,11 +200,6 @@ def _setting(key: str, value, where: str):
     if key in _MACHINE_SHARES:
         return _share(key, value, where)
     return _threshold(value, where)  # drift_allowance, probe_tolerance: relative changes too
-
-
-# Settings in seconds per second of a point's rounds: what each counts, and its default.
-_MACHINE_SHARES = {"runqueue_tolerance": ("seconds of waiting", DEFAULT_RUNQUEUE_TOLERANCE),
-                   "others_tolerance": ("cores of CPU used by others", DEFAULT_OTHERS_TOLERANCE)}
 
 
 def _share(key: str, value, where: str) -> float:

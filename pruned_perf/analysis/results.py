@@ -441,14 +441,12 @@ def check_good_run(results: Results) -> None:
         raise UserError(f"{results.path}: rounds spread more than {MAX_ROUND_SPREAD:.0%} of their median "
                         f"(interquartile range) in {len(wide)} point(s): {', '.join(wide[:5])}; the machine "
                         f"was unsteady; measure again on a quiet machine or {hint}")
-    busy = [f"{pid} ({p.runqueue_wait_frac:.2f})" for pid, p in measured.items()
-            if p.runqueue_wait_frac is not None and p.runqueue_wait_frac > MAX_RUNQUEUE_WAIT]
+    busy = _over(measured, lambda p: p.runqueue_wait_frac, MAX_RUNQUEUE_WAIT)
     if busy:
         raise UserError(f"{results.path}: other processes held the cores: in {len(busy)} point(s) the threads "
                         f"waited for a CPU more than {MAX_RUNQUEUE_WAIT} s per second of the rounds: "
                         f"{', '.join(busy[:5])}; measure again on a quiet machine or {hint}")
-    shared = [f"{pid} ({p.others_cpu_frac:.2f})" for pid, p in measured.items()
-              if p.device == "cpu" and p.others_cpu_frac is not None and p.others_cpu_frac > MAX_OTHERS_CPU]
+    shared = _over(measured, lambda p: p.others_cpu_frac if p.device == "cpu" else None, MAX_OTHERS_CPU)
     if shared:
         raise UserError(f"{results.path}: other processes or guests used the CPUs: in {len(shared)} point(s) they "
                         f"took more than {MAX_OTHERS_CPU} cores' worth of CPU during the rounds: "
@@ -460,6 +458,11 @@ def check_good_run(results: Results) -> None:
             raise UserError(f"{results.path}: the steadiness probe ran {probes[slow] / probes[fast]:.1f}x slower "
                             f"during {slow} than during {fast}: the machine's speed changed during the run; "
                             f"measure again on a quiet machine or {hint}")
+
+
+def _over(points: dict, value, limit: float) -> list[str]:
+    """"id (value)" of each point whose value (a function of the point; None: not known) exceeds limit."""
+    return [f"{pid} ({v:.2f})" for pid, p in points.items() if (v := value(p)) is not None and v > limit]
 
 
 def round_spread(rounds: list) -> float:
