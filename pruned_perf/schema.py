@@ -5,6 +5,7 @@ timed rounds give. The measuring side (bench/) builds these; the analysis side r
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from dataclasses import dataclass, field
 
@@ -57,6 +58,12 @@ def check_positive_int(what: str, value) -> None:
         raise UserError(f"{what} must be a positive integer, got {value!r}")
 
 
+def check_seconds(what: str, value) -> None:
+    """A duration setting: a finite number of seconds, 0 or more."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise UserError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+
+
 @dataclass
 class Measurement:
     """Exactly the `extra_info` fields of docs/results-schema.md (schema and id are added by to_dict).
@@ -85,6 +92,9 @@ class Measurement:
     itl_p90_s: float | None = None
     itl_max_s: float | None = None
     peak_mem_bytes: int | None = None
+    # generate calls per timed round (pruned_perf.bench.measure.calls_per_round); every *_rounds_s time
+    # is per call: the round's mean
+    calls_per_round: int = 1
     rounds_s: list = field(default_factory=list)
     ttft_rounds_s: list = field(default_factory=list)
     tpot_rounds_s: list = field(default_factory=list)
@@ -143,15 +153,18 @@ class Measurement:
         return measurement
 
 
-def timing_fields(point: Point, rounds_s: list, traces: list) -> dict:
-    """The summary fields of a measured point, from the wall time of each timed call and the token
-    timestamps of the same calls. Every round's first token comes before its end, and timestamps
-    only grow, so `ttft_s <= latency_s` and `tpot_s >= 0` hold by construction."""
+def timing_fields(point: Point, rounds_s: list, traces: list, calls: int = 1) -> dict:
+    """The summary fields of a measured point, from each round's wall time per call and the token
+    timestamps of the same calls (`calls` traces per round, in order). Every call's first token comes
+    before its end, and timestamps only grow, so `ttft_s <= latency_s` and `tpot_s >= 0` hold by
+    construction, for a round's mean over its calls too."""
     latency_s = statistics.median(rounds_s)
-    ttft_rounds_s = [trace[0] for trace in traces]
+    rounds = [traces[i:i + calls] for i in range(0, len(traces), calls)]
+    ttft_rounds_s = [statistics.fmean(trace[0] for trace in calls_of) for calls_of in rounds]
     # after the first token there are out-1 decode steps; with one token there is no decode to time
     decode = point.output_tokens > 1
-    tpot_rounds_s = [(trace[-1] - trace[0]) / (len(trace) - 1) for trace in traces] if decode else []
+    tpot_rounds_s = [statistics.fmean((trace[-1] - trace[0]) / (len(trace) - 1) for trace in calls_of)
+                     for calls_of in rounds] if decode else []
     itl_s = sorted(b - a for trace in traces for a, b in zip(trace, trace[1:]))
     return {
         "latency_s": latency_s,

@@ -35,8 +35,8 @@ SCHEMA_FIELDS = {
     "schema", "id", "model", "method", "params", "weight_bytes", "batch_size", "input_tokens", "output_tokens",
     "backend", "dtype", "device", "oom", "oom_skipped", "latency_s", "latency_iqr_s", "latency_min_s",
     "tokens_per_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "peak_mem_bytes", "rounds_s",
-    "ttft_rounds_s", "tpot_rounds_s", "warmup_s", "probe_s", "probe_rounds_s", "runqueue_wait_rounds_s",
-    "runqueue_wait_frac", "others_cpu_rounds_s", "others_cpu_frac", "speedup_vs_dense",
+    "ttft_rounds_s", "tpot_rounds_s", "warmup_s", "calls_per_round", "probe_s", "probe_rounds_s",
+    "runqueue_wait_rounds_s", "runqueue_wait_frac", "others_cpu_rounds_s", "others_cpu_frac", "speedup_vs_dense",
     "speedup_rounds", "dense_probe_s", "decode_bw_frac", "device_copy_bytes_per_s", "layers",
     "ppl", "ppl_source", "ppl_tokens", "plan_dtype", "structure_from_random_weights",
 }
@@ -83,7 +83,7 @@ def make_point(model="llama-7b", method="dense", batch_size=1, input_tokens=12, 
         "weight_bytes": 2 * params, "batch_size": batch_size, "input_tokens": input_tokens,
         "output_tokens": output_tokens, "backend": backend, "dtype": "float16", "device": "cuda",
         "oom": oom or oom_skipped, "oom_skipped": oom_skipped, "layers": [],
-        "device_copy_bytes_per_s": 4.3e12,
+        "device_copy_bytes_per_s": 4.3e12, "calls_per_round": 1,
     }
     if oom or oom_skipped:
         info.update({k: None for k in ("latency_s", "latency_iqr_s", "latency_min_s", "tokens_per_s",

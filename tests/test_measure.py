@@ -148,6 +148,16 @@ def test_inter_token_quantiles_pool_every_round():
     assert t["tpot_rounds_s"] == pytest.approx([0.2, 0.1])
 
 
+def test_a_round_of_several_calls_gets_the_mean_of_its_calls():
+    # two rounds of two calls each, in order; rounds_s is already per call (the round's mean)
+    traces = [[0.1, 0.3], [0.3, 0.4], [0.2, 0.6], [0.2, 0.4]]
+    t = timing_fields(point(out=2), [0.5, 0.7], traces, calls=2)
+    assert t["ttft_rounds_s"] == pytest.approx([0.2, 0.2])
+    assert t["tpot_rounds_s"] == pytest.approx([0.15, 0.3])
+    assert t["itl_max_s"] == pytest.approx(0.4)  # the gaps of every call
+    assert t["latency_s"] == pytest.approx(0.6)
+
+
 def test_iqr_of_known_rounds():
     t = timing_fields(point(out=1), [1.0, 2.0, 3.0, 4.0, 5.0], [[0.1]] * 5)
     assert t["latency_iqr_s"] == pytest.approx(2.0)
@@ -258,11 +268,12 @@ def test_generate_arguments_pin_the_length_and_greedy(model, monkeypatch):
 
 
 def test_timed_rounds_hook_times_the_full_calls(model, monkeypatch):
-    calls = []
+    asked = []
 
-    def hook(fn, rounds, warmup=0, setup=None):
+    def hook(fn, rounds, warmup=0, setup=None, calls=1):
         assert warmup == 0 and setup is not None  # the steadiness probe runs before each round
-        calls.append(rounds)
+        assert calls == 1  # measure's default: one call per round
+        asked.append(rounds)
         lengths = []
         real = model.generate
 
@@ -279,13 +290,46 @@ def test_timed_rounds_hook_times_the_full_calls(model, monkeypatch):
         return [0.5 + i for i in range(rounds)]
 
     m = measure(model, point(batch=1, out=6), rounds=3, timed_rounds=hook)
-    assert calls == [3]
+    assert asked == [3]
     assert m.rounds_s == [0.5, 1.5, 2.5] and m.latency_s == 1.5
+
+
+def test_calls_per_round_makes_a_round_last_at_least_the_minimum(monkeypatch):
+    called = []
+    assert measure_module.calls_per_round(lambda: called.append(1), 0.0) == 1
+    assert called == []  # no minimum: one call per round, and no sizing call
+    monkeypatch.setattr(measure_module, "_time_once", lambda fn: 0.3)
+    assert measure_module.calls_per_round(lambda: None, 1.0) == 4  # ceil(1.0 / 0.3)
+    assert measure_module.calls_per_round(lambda: None, 0.2) == 1  # a long call is a round of its own
+
+
+def test_short_calls_are_timed_in_rounds_of_several(model, monkeypatch):
+    calls = []
+    real = model.generate
+
+    def spy(**kwargs):
+        calls.append(kwargs["max_new_tokens"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    m = measure(model, point(batch=1, inp=4, out=3), rounds=2, warmup=1, min_round_s=0.2)
+    k = m.calls_per_round
+    assert k > 1  # a call of 3 tokens of this model takes milliseconds
+    assert len(calls) == 1 + 1 + 2 * k  # warm-up, the sizing call, two rounds of k
+    assert len(m.rounds_s) == len(m.ttft_rounds_s) == len(m.tpot_rounds_s) == 2
+    assert len(m.probe_rounds_s) == 3  # before each round and after the last, not per call
+    assert all(0 < t <= r for t, r in zip(m.ttft_rounds_s, m.rounds_s))  # per call, both
+
+
+def test_min_round_s_must_be_seconds(model):
+    for bad in (-1.0, float("nan"), "1"):
+        with pytest.raises(UserError, match=r"min_round_s must be a finite number of seconds >= 0, got"):
+            measure(model, point(), rounds=1, min_round_s=bad)
 
 
 def test_timed_rounds_hook_must_return_every_round(model):
     with pytest.raises(RuntimeError, match="1 rounds.*expected 3"):
-        measure(model, point(batch=1, out=2), rounds=3, timed_rounds=lambda fn, rounds, warmup=0, setup=None: [1.0])
+        measure(model, point(batch=1, out=2), rounds=3, timed_rounds=lambda fn, rounds, warmup=0, setup=None, calls=1: [1.0])
 
 
 @pytest.mark.parametrize("rounds,warmup", [(0, 1), (5, 0)])

@@ -31,8 +31,10 @@ pytest_plugins = ("pytester",)
 
 REPO = Path(__file__).resolve().parents[1]
 PERF = REPO / "perf"
-# The smallest useful selection: one tiny model, 12 tokens in, 8 out, on the CPU whatever the machine.
-SMALL = ("--pp-device", "cpu", "--pp-profile", "quick", "--pp-models", "tiny-llama", "--pp-in", "12", "--pp-out", "8")
+# The smallest useful selection: one tiny model, 12 tokens in, 8 out, on the CPU whatever the machine; one
+# call per round (the suite's 1 s rounds would make each point take seconds; the static run checks them).
+SMALL = ("--pp-device", "cpu", "--pp-profile", "quick", "--pp-models", "tiny-llama", "--pp-in", "12", "--pp-out", "8",
+         "--pp-min-round-s", "0")
 ROUNDS = 5  # the comparison's min_rounds: fewer is always inconclusive
 USAGE_ERROR = 4
 TIMING_FIELDS = ("latency_s", "latency_iqr_s", "latency_min_s", "tokens_per_s", "ttft_s", "tpot_s",
@@ -134,6 +136,14 @@ def _full_call(model, point, inputs, new_tokens, traces=None):
 measure.full_call = _full_call
 '''
 
+# Rounds of three calls when the suite passes the --pp-min-round-s the static run asks for: how many calls
+# a real round gets depends on the machine's speed (pruned_perf.bench.measure.calls_per_round)
+CALLS_PLUGIN = '''
+import pruned_perf.bench.measure as measure
+
+measure.calls_per_round = lambda call, min_round_s: 3 if min_round_s == 0.25 else 1
+'''
+
 
 BASE_ARGS = (*SMALL, "--pp-methods", "dense,depth", "--pp-batch", "1,2", "--pp-rounds", ROUNDS)
 
@@ -143,12 +153,14 @@ def runs(tmp_path_factory):
     """Every run that depends on no other, started at once (two cores: about half the wall time).
 
     base: the plain suite; oom: a plugin makes dense batch >= 4 run out of memory; crash: a plugin
-    kills the process after the second logged point; static: one point with the static KV cache.
+    kills the process after the second logged point; static: one point with the static KV cache, in
+    rounds of three calls.
     """
     plugins = tmp_path_factory.mktemp("plugins")
     (plugins / "pp_fake_oom.py").write_text(OOM_PLUGIN)
     (plugins / "pp_crash.py").write_text(CRASH_PLUGIN)
     (plugins / "pp_fail.py").write_text(FAIL_PLUGIN)
+    (plugins / "pp_calls.py").write_text(CALLS_PLUGIN)
     base_dir, oom_dir, crash_dir, static_dir, fail_dir = (tmp_path_factory.mktemp(n)
                                                           for n in ("base", "oom", "crash", "static", "fail"))
     calls = oom_dir / "calls.txt"
@@ -167,8 +179,9 @@ def runs(tmp_path_factory):
             cwd=crash_dir, env={"PYTHONPATH": str(plugins), "PRUNED_PERF_TEST_CRASH_AFTER": "2"}),
         "static": start_perf(
             [*SMALL, "--pp-methods", "dense", "--pp-batch", "1", "--pp-rounds", "2", "--pp-backend", "static",
-             "--pp-cache-dir", static_dir / "cache", "--benchmark-json", static_dir / "r.json"],
-            cwd=static_dir),
+             "--pp-min-round-s", "0.25",  # the last value given wins
+             "--pp-cache-dir", static_dir / "cache", "--benchmark-json", static_dir / "r.json", "-p", "pp_calls"],
+            cwd=static_dir, env={"PYTHONPATH": str(plugins)}),
         "fail": start_perf(
             [*SMALL, "--pp-methods", "dense", "--pp-batch", "1,2", "--pp-rounds", "2",
              "--pp-cache-dir", fail_dir / "cache", "--benchmark-json", fail_dir / "r.json", "-p", "pp_fail"],
@@ -296,6 +309,8 @@ def test_static_backend_runs_on_the_cpu(runs):
     assert info["backend"] == "static" and info["device"] == "cpu" and info["oom"] is False
     assert len(info["rounds_s"]) == 2 and bench["stats"]["data"] == info["rounds_s"]
     assert 0 < info["ttft_s"] <= info["latency_s"]
+    # rounds of several calls: pytest-benchmark's stats are per call, as its own `iterations` keeps them
+    assert info["calls_per_round"] == 3 and bench["stats"]["iterations"] == 3
 
 
 # ================================================================ the base run and comparisons with it
@@ -551,6 +566,8 @@ def test_options_from_the_environment(pytester, clean_env):
     ("--pp-profile", "nope", ["paper", "quick", "smoke"]),
     ("--pp-batch", "0", ["positive integers"]),
     ("--pp-shard", "3/2", ["1..2"]),
+    ("--pp-min-round-s", "-1", ["seconds >= 0"]),
+    ("--pp-min-round-s", "fast", ["seconds >= 0"]),
     ("--pp-methods", "bogus", ["dense", "depth", "flap", "llm-pruner"]),
     ("--pp-backend", "warp", ["eager", "static"]),
     ("--pp-models", "no-such-model", ["tiny-llama", "llama-7b"]),

@@ -271,7 +271,7 @@ def test_perf_points_carry_their_variants_perplexity(tmp_path):
     """One small perf run: the plugin puts each variant's fields on all of its points."""
     args = ["--pp-device", "cpu", "--pp-profile", "quick", "--pp-models", "tiny-llama", "--pp-methods",
             "dense,depth", "--pp-in", "12", "--pp-out", "2", "--pp-batch", "1,2", "--pp-rounds", "1",
-            "--pp-cache-dir", tmp_path / "cache", "--benchmark-json", tmp_path / "r.json"]
+            "--pp-min-round-s", "0", "--pp-cache-dir", tmp_path / "cache", "--benchmark-json", tmp_path / "r.json"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PP_")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     run = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "perf"), "-p", "no:cacheprovider", "-q",

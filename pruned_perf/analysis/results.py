@@ -19,7 +19,7 @@ from typing import Iterable
 from pruned_perf.analysis.metrics import METRICS, is_number
 from pruned_perf.atomic import write_json_atomic
 from pruned_perf.errors import UserError
-from pruned_perf.schema import SCHEMA_VERSION, Measurement
+from pruned_perf.schema import SCHEMA_VERSION, Measurement, check_positive_int
 
 SUPPORTED_SCHEMAS = (SCHEMA_VERSION,)
 HISTORY_KEY = "pruned_perf_history"
@@ -270,6 +270,7 @@ def _check_measured(extra: dict, where: str) -> None:
     for key in _NON_NEGATIVE:
         if extra.get(key) is not None and not _non_negative(extra[key]):
             raise UserError(f"{where}.{key} must be a finite non-negative number or null, got {extra[key]!r}")
+    check_positive_int(f"{where}.calls_per_round", extra.get("calls_per_round", 1))
 
 
 def _positive(value) -> bool:

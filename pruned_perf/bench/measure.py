@@ -1,12 +1,13 @@
 """One benchmark point, measured as the measurement protocol says: warm-up at the exact shape, timed
-rounds with a timestamp at every new token (TTFT and inter-token times come from the timed calls
-themselves), the steadiness probe before and after, peak memory, OOM as a result. Knows nothing of
-pytest: the plugin passes `timed_rounds`.
+rounds of one or more calls with a timestamp at every new token (TTFT and inter-token times come from
+the timed calls themselves), the steadiness probe before each round and after the last, peak memory,
+OOM as a result. Knows nothing of pytest: the plugin passes `timed_rounds`.
 """
 from __future__ import annotations
 
 import dataclasses
 import gc
+import math
 import statistics
 import time
 from typing import Callable
@@ -17,10 +18,10 @@ from transformers.generation.streamers import BaseStreamer
 from pruned_perf.bench import steadiness
 from pruned_perf.pruning.calibration import deterministic_ids
 from pruned_perf.pruning.sizing import layer_shapes
-from pruned_perf.schema import Measurement, Point, check_positive_int, timing_fields
+from pruned_perf.schema import Measurement, Point, check_positive_int, check_seconds, timing_fields
 
-# timed_rounds(fn, rounds, warmup=0, setup=None) -> wall seconds of each of `rounds` calls of fn; `setup`,
-# if given, runs untimed before each call
+# timed_rounds(fn, rounds, warmup=0, setup=None, calls=1) -> for each of `rounds` rounds of `calls` calls of
+# fn, its wall seconds per call; `setup`, if given, runs untimed before each round
 TimedRounds = Callable[..., list]
 
 _OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)
@@ -128,22 +129,44 @@ def synchronize(device: torch.device) -> None:
 
 
 def plain_timed_rounds(fn: Callable[[], None], rounds: int, warmup: int = 0,
-                       setup: Callable[[], None] | None = None) -> list:
-    """The default `timed_rounds`: a plain loop, one perf_counter reading per call."""
+                       setup: Callable[[], None] | None = None, calls: int = 1) -> list:
+    """The default `timed_rounds`: a plain loop, one perf_counter reading per round."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(rounds):
         if setup is not None:
             setup()
-        times.append(_time_once(fn))
+        times.append(_time_once(repeated(fn, calls)) / calls)
     return times
+
+
+def repeated(fn: Callable[[], None], calls: int) -> Callable[[], None]:
+    """One round: `calls` calls of fn in a row."""
+    def round_of_calls() -> None:
+        for _ in range(calls):
+            fn()
+    return round_of_calls
 
 
 def _time_once(fn: Callable[[], None]) -> float:
     start_s = time.perf_counter()
     fn()
     return time.perf_counter() - start_s
+
+
+def calls_per_round(call: Callable[[], None], min_round_s: float) -> int:
+    """How many calls make a round last at least `min_round_s` (pyperf's loops, timeit's autorange).
+
+    A short round samples the machine for a moment: on the shared 2-core CPU, points of 0.1-0.3 s moved
+    by up to 1.5x between two runs of identical code while every machine signal stayed quiet, and
+    points of 1.5 s and more did not. One more call after the warm-up sizes the round: the warm-up's
+    own time is no guide (the first call at a shape is ~3x slower, and the static backend compiles).
+    """
+    if min_round_s == 0:
+        return 1
+    once_s = _time_once(call)
+    return max(1, math.ceil(min_round_s / max(once_s, 1e-9)))
 
 
 def is_oom(exc: BaseException | None) -> bool:
@@ -286,13 +309,15 @@ def _check_counts(rounds: int, warmup: int) -> None:
     check_positive_int("warmup", warmup)
 
 
-def _run_point(model, point: Point, rounds: int, warmup: int, timed_rounds: TimedRounds) -> dict:
+def _run_point(model, point: Point, rounds: int, warmup: int, min_round_s: float,
+               timed_rounds: TimedRounds) -> dict:
     device = model_device(model)
     inputs = make_inputs(point, model.config.vocab_size, device)
     traces: list = []
     full = full_call(model, point, inputs, point.output_tokens, traces)
     warmup_s = [_time_once(full) for _ in range(warmup)]
-    del traces[:]  # the warm-up calls are not timed rounds
+    calls = calls_per_round(full, min_round_s)
+    del traces[:]  # the warm-up and sizing calls are not timed rounds
     probe_s: list = []
     counters = round_counters()
 
@@ -303,17 +328,18 @@ def _run_point(model, point: Point, rounds: int, warmup: int, timed_rounds: Time
         for counter in counters:
             counter.round_starts()
 
-    rounds_s = [float(s) for s in timed_rounds(full, rounds, warmup=0, setup=probe_before_round)]
-    if len(rounds_s) != rounds or len(traces) != rounds:
+    rounds_s = [float(s) for s in timed_rounds(full, rounds, warmup=0, setup=probe_before_round, calls=calls)]
+    if len(rounds_s) != rounds or len(traces) != rounds * calls:
         raise RuntimeError(f"timed_rounds ran {len(traces)} calls and returned {len(rounds_s)} rounds for "
-                           f"{point.id}, expected {rounds}")
+                           f"{point.id}, expected {rounds} rounds of {calls} call(s)")
     for counter in counters:
         counter.round_ended()
     probe_s.extend(steadiness.probe(device, samples=1))  # and after the last
-    counted = {k: v for counter in counters for k, v in counter.fields(rounds_s).items()}
-    return {"warmup_s": warmup_s, "rounds_s": rounds_s, "probe_rounds_s": probe_s,
+    # the counters' fractions are per second of round: a round lasted rounds_s * calls
+    counted = {k: v for counter in counters for k, v in counter.fields([r * calls for r in rounds_s]).items()}
+    return {"warmup_s": warmup_s, "calls_per_round": calls, "rounds_s": rounds_s, "probe_rounds_s": probe_s,
             "probe_s": statistics.median(probe_s), **counted,
-            **timing_fields(point, rounds_s, traces)}
+            **timing_fields(point, rounds_s, traces, calls)}
 
 
 class RoundCounter:
@@ -359,10 +385,15 @@ def _peak_bytes(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
-def measure(model, point: Point, *, rounds: int = 5, warmup: int = 1,
+def measure(model, point: Point, *, rounds: int = 5, warmup: int = 1, min_round_s: float = 0.0,
             timed_rounds: TimedRounds | None = None, layers: list | None = None) -> Measurement:
-    """Measure one point on the model's device; running out of memory is returned, not raised."""
+    """Measure one point on the model's device; running out of memory is returned, not raised.
+
+    Each round is as many calls as make it last at least `min_round_s` (0: one call per round); the
+    perf suite's default is pruned_perf.bench.sweep.DEFAULT_MIN_ROUND_S.
+    """
     _check_counts(rounds, warmup)
+    check_seconds("min_round_s", min_round_s)
     device = model_device(model)
     # before the peak counter is reset: the copy buffers are not the point's memory
     copy_bytes_per_s = device_copy_bytes_per_s(device)
@@ -372,7 +403,7 @@ def measure(model, point: Point, *, rounds: int = 5, warmup: int = 1,
     _reset_peak(device)
     oom = False
     try:
-        runs = _run_point(model, point, rounds, warmup, timed_rounds or plain_timed_rounds)
+        runs = _run_point(model, point, rounds, warmup, min_round_s, timed_rounds or plain_timed_rounds)
     except Exception as exc:  # noqa: BLE001 - anything but OOM is re-raised
         if not is_oom(exc):
             raise

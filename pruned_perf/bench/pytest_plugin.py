@@ -33,6 +33,8 @@ _OPTIONS = [
     ("dtype", "PP_DTYPE", "float16 | bfloat16 | float32 (default: the profile's)"),
     ("rounds", "PP_ROUNDS", "timed rounds per point (default 5)"),
     ("warmup", "PP_WARMUP", "full warm-up calls at the exact shape per point (default 1)"),
+    ("min-round-s", "PP_MIN_ROUND_S", "a timed round is as many calls as last at least this many seconds "
+     "(default 1.0; 0: one call per round)"),
     ("shard", "PP_SHARD", "I/N: run only the I-th of N disjoint parts of the matrix"),
     ("log", "PP_LOG", "JSON-lines file every point is appended to as soon as it is measured "
      "(default: the --benchmark-json path with .jsonl, else pruned-perf-points.jsonl)"),
@@ -102,9 +104,22 @@ class PerfSession:
 
 def _pedantic(benchmark):
     """Time the rounds through pytest-benchmark, so its stats are the rounds the core measured."""
-    def timed_rounds(fn, rounds, warmup=0, setup=None):
-        benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=warmup, iterations=1)
-        return list(benchmark.stats.stats.data)
+    from pytest_benchmark.stats import Stats
+
+    from pruned_perf.bench.measure import repeated
+
+    def timed_rounds(fn, rounds, warmup=0, setup=None, calls=1):
+        # pytest-benchmark refuses `iterations` > 1 with a setup (it would run once per round, which is
+        # just what the steadiness probe needs), so the round's loop is ours; its stats then get the time
+        # per call, as its own `iterations` would have stored them
+        benchmark.pedantic(repeated(fn, calls), setup=setup, rounds=rounds, warmup_rounds=warmup, iterations=1)
+        metadata = benchmark.stats
+        if calls > 1:
+            per_call = Stats()
+            for seconds in metadata.stats.data:
+                per_call.update(seconds / calls)
+            metadata.stats, metadata.iterations = per_call, calls
+        return list(metadata.stats.data)
     return timed_rounds
 
 

@@ -15,8 +15,8 @@ from typing import Mapping
 
 from pruned_perf.bench.fingerprint import fingerprint, pick_device
 from pruned_perf.bench.measure import OomGuard, TimedRounds, measure
-from pruned_perf.bench.sweep import (ModelPool, Sweep, make_points, parse_ints, parse_names, parse_shard,
-                                     select_variants, shard)
+from pruned_perf.bench.sweep import (DEFAULT_MIN_ROUND_S, ModelPool, Sweep, make_points, parse_ints, parse_names,
+                                     parse_seconds, parse_shard, select_variants, shard)
 from pruned_perf.errors import UserError
 from pruned_perf.models import model_config, model_name, parse_dtype
 from pruned_perf.pointlog import PointLog
@@ -46,7 +46,7 @@ class PerfRun:
             variant = self.sweep.variant_for(point)
             model = self.pool.get(variant)
             measurement = measure(model, point, rounds=self.sweep.rounds, warmup=self.sweep.warmup,
-                                  timed_rounds=timed_rounds)
+                                  min_round_s=self.sweep.min_round_s, timed_rounds=timed_rounds)
             # after the timed rounds: perplexity is scored once per variant, not per point
             measurement = replace(measurement, **self.pool.fields(variant))
             self.guard.record(point, measurement)
@@ -97,8 +97,10 @@ def sweep_from_options(options: Mapping[str, str | None]) -> Sweep:
                         "--pp-methods, or a shard with no series)")
     rounds = parse_ints(options.get("rounds"), "--pp-rounds")
     warmup = parse_ints(options.get("warmup"), "--pp-warmup")
+    min_round_s = parse_seconds(options.get("min-round-s"), "--pp-min-round-s")
     return Sweep(profile, variants, points, device, parse_dtype(options.get("dtype") or profile.dtype),
-                 rounds=rounds[0] if rounds else 5, warmup=warmup[0] if warmup else 1)
+                 rounds=rounds[0] if rounds else 5, warmup=warmup[0] if warmup else 1,
+                 min_round_s=DEFAULT_MIN_ROUND_S if min_round_s is None else min_round_s)
 
 
 def _check_models(names) -> None:

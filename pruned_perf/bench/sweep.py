@@ -6,6 +6,7 @@ pruned_perf.bench.session).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from pruned_perf.pruning.variants import Profile, Variant, load_variant, saved_p
 from pruned_perf.schema import BACKENDS, Point
 
 
+# A timed round lasts at least this long (several calls of a short point): see
+# pruned_perf.bench.measure.calls_per_round for why.
+DEFAULT_MIN_ROUND_S = 1.0
+
+
 def parse_ints(text: str | None, what: str) -> tuple[int, ...] | None:
     """'1,8,16' -> (1, 8, 16); None stays None (the profile's values)."""
     if text is None:
@@ -30,6 +36,19 @@ def parse_ints(text: str | None, what: str) -> tuple[int, ...] | None:
     if not values or any(v < 1 for v in values):
         raise UserError(f"{what} must be comma-separated positive integers, got {text!r}")
     return values
+
+
+def parse_seconds(text: str | None, what: str) -> float | None:
+    """'0.5' -> 0.5 (seconds, 0 or more); None stays None (the default)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{what} must be a number of seconds >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"{what} must be a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def parse_names(text: str | None) -> tuple[str, ...] | None:
@@ -103,6 +122,7 @@ class Sweep:
     dtype: torch.dtype
     rounds: int
     warmup: int
+    min_round_s: float = DEFAULT_MIN_ROUND_S
 
     def variant_for(self, point: Point) -> Variant:
         for v in self.variants:
