@@ -158,10 +158,11 @@ def _time_once(fn: Callable[[], None]) -> float:
 def calls_per_round(call: Callable[[], None], min_round_s: float) -> int:
     """How many calls make a round last at least `min_round_s` (pyperf's loops, timeit's autorange).
 
-    A short round samples the machine for a moment: on the shared 2-core CPU, points of 0.1-0.3 s moved
-    by up to 1.5x between two runs of identical code while every machine signal stayed quiet, and
-    points of 1.5 s and more did not. One more call after the warm-up sizes the round: the warm-up's
-    own time is no guide (the first call at a shape is ~3x slower, and the static backend compiles).
+    A short round samples the machine for a moment: on the shared 2-core CPU, every false `regressed`
+    between runs of identical code (8 points in 17 comparisons) was a point of one 0.1-0.3 s call per
+    round; rounds of 1 s narrowed those points' spread between runs (README, "Fifth trials"). One more
+    call after the warm-up sizes the round: the warm-up's own time is no guide (the first call at a
+    shape is ~3x slower, and the static backend compiles).
     """
     if min_round_s == 0:
         return 1
