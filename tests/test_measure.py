@@ -296,11 +296,12 @@ def test_timed_rounds_hook_times_the_full_calls(model, monkeypatch):
 
 def test_calls_per_round_makes_a_round_last_at_least_the_minimum(monkeypatch):
     called = []
-    assert measure_module.calls_per_round(lambda: called.append(1), 0.0) == 1
-    assert called == []  # no minimum: one call per round, and no sizing call
+    assert measure_module.calls_per_round(lambda: called.append(1), 0.5, 0.0) == 1
+    assert measure_module.calls_per_round(lambda: called.append(1), 1.2, 1.0) == 1
+    assert called == []  # a warm-up call that long is a round of its own: no sizing call
     monkeypatch.setattr(measure_module, "_time_once", lambda fn: 0.3)
-    assert measure_module.calls_per_round(lambda: None, 1.0) == 4  # ceil(1.0 / 0.3)
-    assert measure_module.calls_per_round(lambda: None, 0.2) == 1  # a long call is a round of its own
+    assert measure_module.calls_per_round(lambda: None, 0.9, 1.0) == 4  # sized by a steady call: ceil(1.0 / 0.3)
+    assert measure_module.calls_per_round(lambda: None, 0.25, 0.2) == 1  # ... which may be long enough alone
 
 
 def test_short_calls_are_timed_in_rounds_of_several(model, monkeypatch):

@@ -141,7 +141,7 @@ measure.full_call = _full_call
 CALLS_PLUGIN = '''
 import pruned_perf.bench.measure as measure
 
-measure.calls_per_round = lambda call, min_round_s: 3 if min_round_s == 0.25 else 1
+measure.calls_per_round = lambda call, last_warmup_s, min_round_s: 3 if min_round_s == 0.25 else 1
 '''
 
 

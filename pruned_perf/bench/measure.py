@@ -155,16 +155,18 @@ def _time_once(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start_s
 
 
-def calls_per_round(call: Callable[[], None], min_round_s: float) -> int:
+def calls_per_round(call: Callable[[], None], last_warmup_s: float, min_round_s: float) -> int:
     """How many calls make a round last at least `min_round_s` (pyperf's loops, timeit's autorange).
 
     A short round samples the machine for a moment: on the shared 2-core CPU, every false `regressed`
     between runs of identical code (8 points in 17 comparisons) was a point of one 0.1-0.3 s call per
-    round; rounds of 1 s narrowed those points' spread between runs (README, "Fifth trials"). One more
-    call after the warm-up sizes the round: the warm-up's own time is no guide (the first call at a
-    shape is ~3x slower, and the static backend compiles).
+    round (README, "Fifth trials"). A warm-up call at least that long means a round of one call and
+    costs nothing more: a long point (every LLaMA-7B point on a GPU) pays no extra call. A shorter one
+    is no guide to the steady time (the first call at a shape is slower), so one more call sizes the
+    round. A short point whose first call compiles for `min_round_s` or longer (the static backend)
+    keeps rounds of one call.
     """
-    if min_round_s == 0:
+    if last_warmup_s >= min_round_s:
         return 1
     once_s = _time_once(call)
     return max(1, math.ceil(min_round_s / max(once_s, 1e-9)))
@@ -317,7 +319,7 @@ def _run_point(model, point: Point, rounds: int, warmup: int, min_round_s: float
     traces: list = []
     full = full_call(model, point, inputs, point.output_tokens, traces)
     warmup_s = [_time_once(full) for _ in range(warmup)]
-    calls = calls_per_round(full, min_round_s)
+    calls = calls_per_round(full, warmup_s[-1], min_round_s)
     del traces[:]  # the warm-up and sizing calls are not timed rounds
     probe_s: list = []
     counters = round_counters()
