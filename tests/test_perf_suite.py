@@ -32,7 +32,8 @@ pytest_plugins = ("pytester",)
 REPO = Path(__file__).resolve().parents[1]
 PERF = REPO / "perf"
 # The smallest useful selection: one tiny model, 12 tokens in, 8 out, on the CPU whatever the machine; one
-# call per round (the suite's 1 s rounds would make each point take seconds; the static run checks them).
+# call per round (the suite's 1 s rounds would make each point take seconds; the static run has rounds
+# of several calls).
 SMALL = ("--pp-device", "cpu", "--pp-profile", "quick", "--pp-models", "tiny-llama", "--pp-in", "12", "--pp-out", "8",
          "--pp-min-round-s", "0")
 ROUNDS = 5  # the comparison's min_rounds: fewer is always inconclusive

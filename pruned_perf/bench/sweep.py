@@ -6,7 +6,6 @@ pruned_perf.bench.session).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from pruned_perf.errors import UserError
 from pruned_perf.models import model_name
 from pruned_perf.pruning.methods import get_method
 from pruned_perf.pruning.variants import Profile, Variant, load_variant, saved_plan, variant_fields
-from pruned_perf.schema import BACKENDS, Point
+from pruned_perf.schema import BACKENDS, Point, check_seconds
 
 
 # A timed round lasts at least this long (several calls of a short point): see
@@ -45,9 +44,8 @@ def parse_seconds(text: str | None, what: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise UserError(f"{what} must be a number of seconds >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise UserError(f"{what} must be a number of seconds >= 0, got {text!r}")
+        raise UserError(f"{what} must be a finite number of seconds >= 0, got {text!r}") from None
+    check_seconds(what, value)
     return value
 
 
