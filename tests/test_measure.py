@@ -249,7 +249,8 @@ def test_a_short_generation_is_an_error(model, monkeypatch):
         measure(model, p, rounds=1)
 
 
-def test_generate_arguments_pin_the_length_and_greedy(model, monkeypatch):
+def spy_generate(model, monkeypatch) -> list[dict]:
+    """The keyword arguments of every generate call on `model` from here on, in order."""
     seen = []
     real = model.generate
 
@@ -258,6 +259,11 @@ def test_generate_arguments_pin_the_length_and_greedy(model, monkeypatch):
         return real(**kwargs)
 
     monkeypatch.setattr(model, "generate", spy)
+    return seen
+
+
+def test_generate_arguments_pin_the_length_and_greedy(model, monkeypatch):
+    seen = spy_generate(model, monkeypatch)
     measure(model, point(batch=1, out=5), rounds=1)
     # warm-up + 1 round, and no separate one-token calls: the first token is timed within these
     assert [kw["max_new_tokens"] for kw in seen] == [5, 5]
@@ -305,14 +311,7 @@ def test_calls_per_round_makes_a_round_last_at_least_the_minimum(monkeypatch):
 
 
 def test_short_calls_are_timed_in_rounds_of_several(model, monkeypatch):
-    calls = []
-    real = model.generate
-
-    def spy(**kwargs):
-        calls.append(kwargs["max_new_tokens"])
-        return real(**kwargs)
-
-    monkeypatch.setattr(model, "generate", spy)
+    calls = spy_generate(model, monkeypatch)
     m = measure(model, point(batch=1, inp=4, out=3), rounds=2, warmup=1, min_round_s=0.2)
     k = m.calls_per_round
     assert k > 1  # a call of 3 tokens of this model takes milliseconds
