@@ -80,6 +80,10 @@ def test_others_cpu_counts_a_process_beside_this_one_but_not_this_ones_own_work(
         return steadiness.others_cpu_s() - before, time.perf_counter() - start
 
     alone, alone_s = busy_for(0.5)
+    import os
+    if alone / alone_s > (os.cpu_count() or 1) - 1.3:
+        # other work already holds every core but this one: a hog beside could not show its 0.3 cores
+        pytest.skip(f"the machine is busy ({alone / alone_s:.2f} cores of other work)")
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
