@@ -3,17 +3,26 @@ defaults and under the defaults less some of their rules (the `history_sigmas` g
 signals: others' CPU use, the steadiness probe), so that rules meet the same measurements.
 
     python scripts/replay_verdicts.py DIR [--history 1 3]
+    python scripts/replay_verdicts.py DIR --effects
 
 DIR holds pytest-benchmark JSON files of the same profile and machine. A file whose name starts with
 `A` is a plain run (identical code); any other name is a trial run (`B...` one thread, `S...` the slow
 MLP of scripts/slow_mlp.py, ...). Runs are taken in the order they were measured; a plain run that
 `baseline update` would refuse (unsteady, other processes on the cores) never joins a history, as in
 a team's store. Prints one line per
-comparison: the points `regressed` under each rule. Exit status 0; 2 for bad input.
+comparison: the points `regressed` under each rule.
+
+`--effects` prints instead how much slower each run was than the stored plain runs right before and
+after it (per model, the median over its points of the latency against the geometric mean of those
+two runs' latencies). Drift of the machine that is slow next to a run's length cancels out of it, so
+it says how large a trial's slowdown really was, and how far identical code wanders when drift
+cancels (a plain run between two others). Exit status 0; 2 for bad input.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -44,12 +53,18 @@ def _refusal(results) -> str:
     return ""
 
 
-def replay(directory: Path, history: int) -> list[str]:
+def _runs(directory: Path):
+    """The runs in the order they were measured, and why `baseline update` would refuse plain ones."""
     runs = {path.stem: load_results(path) for path in sorted(directory.glob("*.json"))}
     if not runs:
         raise UserError(f"{directory}: no results files (*.json)")
     order = sorted(runs, key=lambda name: runs[name].raw.get("datetime") or "")
     refused = {name: why for name in order if name.startswith("A") and (why := _refusal(runs[name]))}
+    return runs, order, refused
+
+
+def replay(directory: Path, history: int) -> list[str]:
+    runs, order, refused = _runs(directory)
     lines = [f"{name}: not stored ({why})" for name, why in refused.items()]
     for i, name in enumerate(order):
         before = [other for other in order[:i] if other.startswith("A") and other not in refused][-history:]
@@ -65,12 +80,39 @@ def replay(directory: Path, history: int) -> list[str]:
     return lines
 
 
+def effects(directory: Path) -> list[str]:
+    runs, order, refused = _runs(directory)
+    plain = [i for i, name in enumerate(order) if name.startswith("A") and name not in refused]
+    lines = []
+    for i, name in enumerate(order):
+        before, after = [j for j in plain if j < i], [j for j in plain if j > i]
+        if not (before and after):
+            continue
+        before, after = order[before[-1]], order[after[0]]
+        sides = (runs[before], runs[after])
+        changes: dict[str, list[float]] = {}
+        for pid, point in runs[name].points.items():
+            latencies = [point.latency_s] + [side.points[pid].latency_s for side in sides if pid in side.points]
+            if len(latencies) == 3 and all(v is not None and v > 0 for v in latencies):
+                own, first, second = latencies
+                changes.setdefault(point.model, []).append(math.log(own / math.sqrt(first * second)))
+        listed = ", ".join(f"{model} {math.expm1(statistics.median(logs)):+.0%}" for model, logs in changes.items())
+        lines.append(f"{name} between {before} and {after}: {listed}")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--history", type=int, nargs="+", default=[1, 3], help="stored runs per baseline")
+    parser.add_argument("--effects", action="store_true",
+                        help="each run's latency against the plain runs right before and after it, per model")
     args = parser.parse_args(argv)
     try:
+        if args.effects:
+            print("== latency against the plain runs before and after (median over a model's points)",
+                  *effects(args.directory), sep="\n")
+            return 0
         if any(h < 1 for h in args.history):
             raise UserError(f"--history must be at least 1, got {args.history}")
         for history in args.history:

@@ -1,17 +1,21 @@
-"""scripts/replay_verdicts.py: the rules replayed over stored runs, as the README's trials were."""
+"""scripts/replay_verdicts.py (the rules replayed over stored runs, as the README's trials were) and
+scripts/interleaved_threads.py (thread counts in alternating rounds)."""
 import importlib.util
+import re
 from pathlib import Path
+
+import torch
 
 try:
     from tests.synthetic_results import make_results, point_id, scale_point, sweep, write
 except ImportError:
     from synthetic_results import make_results, point_id, scale_point, sweep, write
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "replay_verdicts.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("replay_verdicts", SCRIPT)
+def _script(name="replay_verdicts"):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,3 +43,42 @@ def test_replay_of_an_empty_directory_is_one_error(tmp_path, capsys):
     assert _script().main([str(tmp_path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == f"error: {tmp_path}: no results files (*.json)\n"
+
+
+def _scaled(raw, factor):
+    for bench in raw["benchmarks"]:
+        raw = scale_point(raw, bench["extra_info"]["id"], factor)
+    return raw
+
+
+def test_effects_take_out_the_drift_between_the_plain_runs_around_a_run(tmp_path, capsys):
+    plain = make_results(sweep(batch_sizes=(1, 8)), run_id="A")
+    # The machine drifts 10% slower per run; B1, between A1 and A2, also runs 25% slower code.
+    for i, (name, factor) in enumerate([("B0", 1.0), ("A1", 1.0), ("B1", 1.25), ("A2", 1.1), ("A3", 1.21)]):
+        raw = _scaled(plain, factor)
+        raw["datetime"] = f"2026-11-26T0{i}:00:00+00:00"
+        write(tmp_path / f"{name}.json", raw)
+    assert _script().main([str(tmp_path), "--effects"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # 1.25 / sqrt(1.0 * 1.1): the slower code, less the drift; a plain run between plain runs: none.
+    # B0 and A3 lack a plain run on one side: no line.
+    assert out[1:] == ["B1 between A1 and A2: llama-7b +19%", "A2 between A1 and A3: llama-7b +0%"]
+
+
+def test_interleaved_threads_times_both_counts_in_pairs_and_restores_the_threads(capsys):
+    before = torch.get_num_threads()
+    assert _script("interleaved_threads").main(["--model", "tiny-llama", "--threads", "1", "2", "--pairs", "2"]) == 0
+    assert torch.get_num_threads() == before
+    out = capsys.readouterr().out
+    number = r"(\d+\.\d{3})"
+    match = re.fullmatch(rf"1 thread\(s\): median {number} s; 2 thread\(s\): median {number} s; ratio within a pair: "
+                         rf"median {number}, min {number}, max {number} \(2 pairs\)\n", out)
+    assert match, out
+    first, second, median, low, high = map(float, match.groups())
+    assert first > 0 and second > 0 and 0 < low <= median <= high
+
+
+def test_interleaved_threads_refuses_zero_pairs_in_one_line(capsys):
+    assert _script("interleaved_threads").main(["--pairs", "0"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "--pairs 0" in captured.err

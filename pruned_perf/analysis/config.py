@@ -49,9 +49,9 @@ DEFAULT_ALPHA = 0.008
 # The protocol's minimum; also the smallest equal sample size that can reach p < alpha (4 a side:
 # p >= 1/70). Fewer rounds on either side is inconclusive, never a pass.
 DEFAULT_MIN_ROUNDS = 5
-# How far identical code moved between back-to-back runs on a shared 2-core CPU under load (A/A, README:
-# latency 0.63x..1.79x, speedup over dense 0.57x..1.67x): a time or speedup must move further than this
-# before a baseline has MIN_HISTORY runs to measure the spread by.
+# How far identical code moved between back-to-back runs on a shared 2-core CPU under load (A/A,
+# docs/verdict-trials.md: latency 0.63x..1.79x, speedup over dense 0.57x..1.67x): a time or speedup must
+# move further than this before a baseline has MIN_HISTORY runs to measure the spread by.
 DEFAULT_DRIFT_ALLOWANCE = 1.0
 # The steadiness probe's own run-to-run wander on a quiet machine stays within about 10%.
 DEFAULT_PROBE_TOLERANCE = 0.15
@@ -61,13 +61,15 @@ DEFAULT_PROBE_TOLERANCE = 0.15
 DEFAULT_RUNQUEUE_TOLERANCE = 0.1
 # Cores' worth of CPU that anything but this process (other processes; other guests: steal) used during a
 # point's rounds beyond the baseline's that make a change `noisy`. Measured on the shared 2-core CPU:
-# 0.00-0.05 quiet, 0.62-1.01 beside a one-thread hog (README, fourth trials).
+# 0.00-0.05 quiet, 0.62-1.01 beside a one-thread hog (docs/verdict-trials.md, fourth trials).
 DEFAULT_OTHERS_TOLERANCE = 0.25
 # With a history, a change must lie this many between-run standard deviations (pooled over the points of
 # the model, from the stored runs) from the history's mean. Chosen on 28 runs of the quick profile on the
-# shared 2-core CPU (README, "A/A and A/B"), against 3-run histories: at 2, 0 of 7 A/A comparisons on
-# the quiet machine cried wolf (2 of 4 under load) and one thread instead of two was caught in 3 of 3;
-# at 3, 1 of 11 and 1 of 3; without the rule, 6 of 11 and 3 of 3. 0: off.
+# shared 2-core CPU (docs/verdict-trials.md, second trials), against 3-run histories: at 2, 0 of 7 A/A
+# comparisons on the quiet machine cried wolf (2 of 4 under load) and one thread instead of two was caught
+# in 3 of 3; at 3, 1 of 11 and 1 of 3; without the rule, 6 of 11 and 3 of 3. Over all five series (sixth
+# trials) no value separates the two there: at 2, A/A 5 of 22 and one thread 8 of 14; at 4, A/A 0 of 22
+# but the MLP run 4 times caught in 1 of 3 runs only. 0: off.
 DEFAULT_HISTORY_SIGMAS = 2.0
 
 _FRACTIONS = ("alpha", "drift_allowance", "probe_tolerance", "runqueue_tolerance", "others_tolerance",
