@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 
 from pruned_perf.analysis.config import Config, Settings
 from pruned_perf.analysis.metrics import BY_NAME, LOWER_IS_BETTER, METRICS, Metric, is_number
-from pruned_perf.analysis.results import Results, RunSummary, point_summary
+from pruned_perf.analysis.results import Results, RunSummary, competing_cpu, point_summary
 from pruned_perf.analysis.stats import mann_whitney_p, min_p_value
 from pruned_perf.errors import UserError
 from pruned_perf.schema import Measurement
@@ -262,14 +262,12 @@ def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement
     signals that says one run's machine was slower or busier than the other's. Each misses what another
     sees: the probe runs between rounds (and on a GPU times the GPU); the run-queue wait sees other
     processes only while this one's threads queue; others' CPU use sees them whether or not they
-    delayed this process, and sees the hypervisor's other guests (steal). That last one counts on the
-    CPU only: a GPU run's host thread, alone on one of many cores, does not compete with other work
-    that never made it wait."""
-    on_cpu = current.device == "cpu"
+    delayed this process, and sees the hypervisor's other guests (steal); it counts on the CPU only
+    (results.competing_cpu)."""
     return (_probe_reason(metric, verdict, baseline, current, settings)
             or _share_reason(verdict, baseline.runqueue_wait_frac, current.runqueue_wait_frac,
                              settings.runqueue_tolerance, _WAITED)
-            or _share_reason(verdict, baseline.others_cpu_frac if on_cpu else None, current.others_cpu_frac,
+            or _share_reason(verdict, competing_cpu(baseline), competing_cpu(current),
                              settings.others_tolerance, _OTHERS))
 
 

@@ -425,6 +425,13 @@ def store_baseline(results_path: str | os.PathLike, baselines_dir: str | os.Path
     return dest, len(raw[HISTORY_KEY])
 
 
+def competing_cpu(point: Measurement) -> float | None:
+    """Cores' worth of CPU that anything else used during the point's rounds, where that competes with
+    the run: on the CPU only. A GPU run's host thread, alone on one of many cores, does not compete with
+    other work that never made it wait (the run-queue wait would show it if it did)."""
+    return point.others_cpu_frac if point.device == "cpu" else None
+
+
 def check_good_run(results: Results) -> None:
     hint = "pass --force to store it anyway"
     if results.from_log:
@@ -447,7 +454,7 @@ def check_good_run(results: Results) -> None:
         raise UserError(f"{results.path}: other processes held the cores: in {len(busy)} point(s) the threads "
                         f"waited for a CPU more than {MAX_RUNQUEUE_WAIT} s per second of the rounds: "
                         f"{', '.join(busy[:5])}; measure again on a quiet machine or {hint}")
-    shared = _over(measured, lambda p: p.others_cpu_frac if p.device == "cpu" else None, MAX_OTHERS_CPU)
+    shared = _over(measured, competing_cpu, MAX_OTHERS_CPU)
     if shared:
         raise UserError(f"{results.path}: other processes or guests used the CPUs: in {len(shared)} point(s) they "
                         f"took more than {MAX_OTHERS_CPU} cores' worth of CPU during the rounds: "
