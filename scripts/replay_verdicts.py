@@ -9,14 +9,13 @@ DIR holds pytest-benchmark JSON files of the same profile and machine. A file wh
 `A` is a plain run (identical code); any other name is a trial run (`B...` one thread, `S...` the slow
 MLP of scripts/slow_mlp.py, ...). Runs are taken in the order they were measured; a plain run that
 `baseline update` would refuse (unsteady, other processes on the cores) never joins a history, as in
-a team's store. Prints one line per
-comparison: the points `regressed` under each rule.
+a team's store. Prints one line per comparison: the points `regressed` under each rule.
 
 `--effects` prints instead how much slower each run was than the stored plain runs right before and
 after it (per model, the median over its points of the latency against the geometric mean of those
-two runs' latencies). Drift of the machine that is slow next to a run's length cancels out of it, so
-it says how large a trial's slowdown really was, and how far identical code wanders when drift
-cancels (a plain run between two others). Exit status 0; 2 for bad input.
+two runs' latencies). The machine's drift, where slower than a run, cancels out of it, so it says
+how large a trial's slowdown really was, and how far identical code wanders when drift cancels (a
+plain run between two others). Exit status 0; 2 for bad input.
 """
 from __future__ import annotations
 
@@ -85,10 +84,10 @@ def effects(directory: Path) -> list[str]:
     plain = [i for i, name in enumerate(order) if name.startswith("A") and name not in refused]
     lines = []
     for i, name in enumerate(order):
-        before, after = [j for j in plain if j < i], [j for j in plain if j > i]
-        if not (before and after):
+        earlier, later = [j for j in plain if j < i], [j for j in plain if j > i]
+        if not (earlier and later):
             continue
-        before, after = order[before[-1]], order[after[0]]
+        before, after = order[earlier[-1]], order[later[0]]
         sides = (runs[before], runs[after])
         changes: dict[str, list[float]] = {}
         for pid, point in runs[name].points.items():
