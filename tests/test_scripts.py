@@ -1,9 +1,10 @@
 """scripts/replay_verdicts.py (the rules replayed over stored runs, as the README's trials were) and
-scripts/interleaved_threads.py (thread counts in alternating rounds)."""
+scripts/interleaved.py (two sides timed in alternating rounds)."""
 import importlib.util
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 try:
@@ -66,20 +67,53 @@ def test_effects_take_out_the_drift_between_the_plain_runs_around_a_run(tmp_path
     assert out[1:] == ["B1 between A1 and A2: llama-7b +19%", "A2 between A1 and A3: llama-7b +0%"]
 
 
-def test_interleaved_threads_times_both_counts_in_pairs_and_restores_the_threads(capsys):
-    before = torch.get_num_threads()
-    assert _script("interleaved_threads").main(["--model", "tiny-llama", "--threads", "1", "2", "--pairs", "2"]) == 0
-    assert torch.get_num_threads() == before
-    out = capsys.readouterr().out
-    number = r"(\d+\.\d{3})"
-    match = re.fullmatch(rf"1 thread\(s\): median {number} s; 2 thread\(s\): median {number} s; ratio within a pair: "
-                         rf"median {number}, min {number}, max {number} \(2 pairs\)\n", out)
+def test_interleaved_sides_take_turns_and_each_time_lands_on_its_own_side():
+    order = []
+
+    def side(name, seconds):
+        def timed():
+            order.append(name)
+            return seconds
+        return timed
+
+    timings = _script("interleaved").in_turns(side("A", 1.0), side("B", 2.0), pairs=3)
+    assert order == ["A", "B", "B", "A", "A", "B"]  # who goes first alternates
+    assert timings == [(1.0, 2.0)] * 3
+
+
+NUMBER = r"(\d+\.\d{3})"
+
+
+def _summary(out: str, a: str, b: str, pairs: int) -> tuple:
+    match = re.fullmatch(rf"{re.escape(a)}: median {NUMBER} s; {re.escape(b)}: median {NUMBER} s; ratio within a "
+                         rf"pair: median {NUMBER}, min {NUMBER}, max {NUMBER} \({pairs} pairs\)\n", out)
     assert match, out
-    first, second, median, low, high = map(float, match.groups())
-    assert first > 0 and second > 0 and 0 < low <= median <= high
+    return tuple(map(float, match.groups()))
 
 
-def test_interleaved_threads_refuses_zero_pairs_in_one_line(capsys):
-    assert _script("interleaved_threads").main(["--pairs", "0"]) == 2
+def test_interleaved_threads_restores_the_process_thread_count(capsys):
+    before = torch.get_num_threads()
+    args = ["threads", "--model", "tiny-llama", "--threads", "1", "2", "--pairs", "2"]
+    assert _script("interleaved").main(args) == 0
+    assert torch.get_num_threads() == before
+    first, second, median, low, high = _summary(capsys.readouterr().out, "1 thread(s)", "2 thread(s)", 2)
+    assert low <= median <= high
+
+
+def test_interleaved_processes_give_side_b_its_environment(capsys):
+    """Two worker processes; B, by its environment, runs one thread and every MLP 3 times
+    (scripts/slow_mlp.py). Each worker says what it runs."""
+    args = ["processes", "--model", "tiny-llama", "--pairs", "2", "--b-env", "PP_SLOW_MLP_TIMES=3", "OMP_NUM_THREADS=1"]
+    assert _script("interleaved").main(args) == 0
+    out = capsys.readouterr().out
+    a_label = re.match(r"A \(threads=\d+ mlp_times=1\)", out)  # A: this environment's threads, plain MLP
+    assert a_label, out
+    _summary(out, a_label.group(0), "B (threads=1 mlp_times=3)", 2)
+
+
+@pytest.mark.parametrize("args, named", [(["threads", "--pairs", "0"], "--pairs 0"),
+                                         (["processes", "--model", "nope"], "unknown model 'nope'")])
+def test_interleaved_bad_input_is_one_error_line(args, named, capsys):
+    assert _script("interleaved").main(args) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.count("\n") == 1 and "--pairs 0" in captured.err
+    assert captured.out == "" and captured.err.count("\n") == 1 and named in captured.err
