@@ -61,6 +61,7 @@ def in_turns(side_a, side_b, pairs: int) -> list[tuple[float, float]]:
 
 
 def threads(model_name: str, batch_size: int, counts: tuple[int, int], pairs: int) -> list[tuple[float, float]]:
+    """One model in this process, timed at each thread count in turn; the process's count is restored."""
     call = _call(model_name, batch_size)
     previous = torch.get_num_threads()
 
@@ -98,7 +99,10 @@ def processes(model_name: str, batch_size: int, b_env: dict, pairs: int) -> tupl
             def timed() -> float:
                 proc.stdin.write("call\n")
                 proc.stdin.flush()
-                return float(proc.stdout.readline())
+                line = proc.stdout.readline()
+                if not line:  # its error, if any, went to stderr
+                    raise RuntimeError(f"worker {proc.args} stopped (exit {proc.wait()})")
+                return float(line)
             return timed
 
         return in_turns(side(workers[0]), side(workers[1]), pairs), states

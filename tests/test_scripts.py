@@ -84,11 +84,11 @@ def test_interleaved_sides_take_turns_and_each_time_lands_on_its_own_side():
 NUMBER = r"(\d+\.\d{3})"
 
 
-def _summary(out: str, a: str, b: str, pairs: int) -> tuple:
+def _summary(out: str, a: str, b: str, pairs: int) -> None:
+    """The one line a run prints: both sides' medians and the ratios within the pairs."""
     match = re.fullmatch(rf"{re.escape(a)}: median {NUMBER} s; {re.escape(b)}: median {NUMBER} s; ratio within a "
                          rf"pair: median {NUMBER}, min {NUMBER}, max {NUMBER} \({pairs} pairs\)\n", out)
     assert match, out
-    return tuple(map(float, match.groups()))
 
 
 def test_interleaved_threads_restores_the_process_thread_count(capsys):
@@ -96,8 +96,7 @@ def test_interleaved_threads_restores_the_process_thread_count(capsys):
     args = ["threads", "--model", "tiny-llama", "--threads", "1", "2", "--pairs", "2"]
     assert _script("interleaved").main(args) == 0
     assert torch.get_num_threads() == before
-    first, second, median, low, high = _summary(capsys.readouterr().out, "1 thread(s)", "2 thread(s)", 2)
-    assert low <= median <= high
+    _summary(capsys.readouterr().out, "1 thread(s)", "2 thread(s)", 2)
 
 
 def test_interleaved_processes_give_side_b_its_environment(capsys):
