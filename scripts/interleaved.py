@@ -21,11 +21,10 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
-from pruned_perf.bench.measure import full_call, make_inputs
+from pruned_perf.bench.measure import full_call, make_inputs, time_once
 from pruned_perf.errors import UserError
 from pruned_perf.models import build_model, model_config
 from pruned_perf.schema import Point
@@ -37,12 +36,6 @@ def _call(model_name: str, batch_size: int):
     model = build_model(model_name).eval()
     point = Point(model_name, "dense", INPUT_TOKENS, OUTPUT_TOKENS, batch_size)
     return full_call(model, point, make_inputs(point, model.config.vocab_size, "cpu"), OUTPUT_TOKENS)
-
-
-def _timed(call) -> float:
-    start_s = time.perf_counter()
-    call()
-    return time.perf_counter() - start_s
 
 
 def in_turns(side_a, side_b, pairs: int) -> list[tuple[float, float]]:
@@ -68,7 +61,7 @@ def threads(model_name: str, batch_size: int, counts: tuple[int, int], pairs: in
     def side(count: int):
         def timed() -> float:
             torch.set_num_threads(count)
-            return _timed(call)
+            return time_once(call)
         return timed
 
     try:
@@ -125,7 +118,7 @@ def worker(model_name: str, batch_size: int) -> None:
         print(f"ready threads={torch.get_num_threads()} mlp_times={mlp_times}", flush=True)
         for line in sys.stdin:
             if line.strip() == "call":
-                print(repr(_timed(call)), flush=True)
+                print(repr(time_once(call)), flush=True)
 
 
 def summary(labels: tuple[str, str], timings: list[tuple[float, float]]) -> str:

@@ -305,7 +305,7 @@ def test_calls_per_round_makes_a_round_last_at_least_the_minimum(monkeypatch):
     assert measure_module.calls_per_round(lambda: called.append(1), 0.5, 0.0) == 1
     assert measure_module.calls_per_round(lambda: called.append(1), 1.2, 1.0) == 1
     assert called == []  # a warm-up call that long is a round of its own: no sizing call
-    monkeypatch.setattr(measure_module, "_time_once", lambda fn: 0.3)
+    monkeypatch.setattr(measure_module, "time_once", lambda fn: 0.3)
     assert measure_module.calls_per_round(lambda: None, 0.9, 1.0) == 4  # sized by a steady call: ceil(1.0 / 0.3)
     assert measure_module.calls_per_round(lambda: None, 0.25, 0.2) == 1  # ... which may be long enough alone
 

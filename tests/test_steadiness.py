@@ -1,4 +1,6 @@
 """The steadiness probe: a fixed workload timed on the machine, with the machine's threads."""
+import os
+
 import torch
 
 from pruned_perf.bench import steadiness
@@ -80,7 +82,6 @@ def test_others_cpu_counts_a_process_beside_this_one_but_not_this_ones_own_work(
         return steadiness.others_cpu_s() - before, time.perf_counter() - start
 
     alone, alone_s = busy_for(0.5)
-    import os
     if alone / alone_s > (os.cpu_count() or 1) - 1.3:
         # other work already holds every core but this one: a hog beside could not show its 0.3 cores
         pytest.skip(f"the machine is busy ({alone / alone_s:.2f} cores of other work)")

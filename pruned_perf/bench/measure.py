@@ -137,7 +137,7 @@ def plain_timed_rounds(fn: Callable[[], None], rounds: int, warmup: int = 0,
     for _ in range(rounds):
         if setup is not None:
             setup()
-        times.append(_time_once(repeated(fn, calls)) / calls)
+        times.append(time_once(repeated(fn, calls)) / calls)
     return times
 
 
@@ -149,7 +149,8 @@ def repeated(fn: Callable[[], None], calls: int) -> Callable[[], None]:
     return round_of_calls
 
 
-def _time_once(fn: Callable[[], None]) -> float:
+def time_once(fn: Callable[[], None]) -> float:
+    """Wall seconds of one call of `fn` (which synchronizes the device itself, as full_call does)."""
     start_s = time.perf_counter()
     fn()
     return time.perf_counter() - start_s
@@ -169,7 +170,7 @@ def calls_per_round(call: Callable[[], None], last_warmup_s: float, min_round_s:
     """
     if last_warmup_s >= min_round_s:
         return 1
-    once_s = _time_once(call)
+    once_s = time_once(call)
     return max(1, math.ceil(min_round_s / max(once_s, 1e-9)))
 
 
@@ -319,7 +320,7 @@ def _run_point(model, point: Point, rounds: int, warmup: int, min_round_s: float
     inputs = make_inputs(point, model.config.vocab_size, device)
     traces: list = []
     full = full_call(model, point, inputs, point.output_tokens, traces)
-    warmup_s = [_time_once(full) for _ in range(warmup)]
+    warmup_s = [time_once(full) for _ in range(warmup)]
     calls = calls_per_round(full, warmup_s[-1], min_round_s)
     del traces[:]  # the warm-up and sizing calls are not timed rounds
     probe_s: list = []
