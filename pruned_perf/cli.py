@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from pruned_perf.atomic import PARENTS_HELP
 from pruned_perf.errors import UserError
 
 DESCRIPTION = ("Prune LLaMA-family models (size, prune, info, fetch), check what measuring costs (overhead), "
@@ -100,6 +101,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_prune(args) -> int:
+    from pruned_perf.atomic import check_writable_dir
     from pruned_perf.bench.fingerprint import pick_device
     from pruned_perf.models import build_model, is_preset, load_tokenizer, parse_dtype
     from pruned_perf.pruning import methods
@@ -111,6 +113,7 @@ def cmd_prune(args) -> int:
     config, sizing, options = _sizing(args)
     device, dtype = pick_device(args.device), parse_dtype(args.dtype)
     out = Path(args.out)
+    check_writable_dir(out, "--out", replaced=True)
     check_output_dir(out, args.overwrite, source=None if is_preset(args.model) else Path(args.model))
     methods.check_criterion(args.method, args.criterion)  # a bad criterion fails before the tokenizer loads
     tokenizer = load_tokenizer(args.model)
@@ -165,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=int, help="default: the method's reference value")
     p.add_argument("--calib-len", type=int, help="tokens per sample; default: the method's reference value")
     p.add_argument("--seed", type=int)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, metavar="DIR", help=f"the pruned model's directory ({PARENTS_HELP})")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_prune)
 

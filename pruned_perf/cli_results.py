@@ -11,7 +11,8 @@ import sys
 from tabulate import tabulate
 
 from pruned_perf.analysis import results as res
-from pruned_perf.atomic import write_json_atomic, write_text_atomic
+from pruned_perf.atomic import (PARENTS_HELP, check_output_file, check_writable_dir, write_json_atomic,
+                                write_text_atomic)
 from pruned_perf.errors import UserError
 
 EXIT_OK, EXIT_REGRESSION = 0, 1
@@ -53,7 +54,7 @@ def _add_compare(sub) -> None:
                          description="Compare RESULTS.json with a baseline and print the table. "
                                      "Exit 0: no regression, 1: regression, 2: bad input.")
     p.add_argument("--format", choices=("github", "plain"), default="github")
-    p.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON")
+    p.add_argument("--json", metavar="FILE", help=f"also write the verdicts as JSON ({PARENTS_HELP})")
     p.set_defaults(func=cmd_compare)
 
 
@@ -61,13 +62,13 @@ def _add_report(sub) -> None:
     p = _results_command(sub, "report", None, help="results tables (with a baseline: changes and verdicts)")
     p.add_argument("--format", choices=("github", "plain"), default="github")
     p.add_argument("--summary", action="store_true", help="fit GitHub's 1 MiB step summary")
-    p.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--out", metavar="FILE", help=f"write here instead of stdout ({PARENTS_HELP})")
     p.set_defaults(func=cmd_report)
 
 
 def _add_plot(sub) -> None:
     p = _results_command(sub, "plot", None, help="throughput-latency figure like the reference figure")
-    p.add_argument("--out", required=True, metavar="FIG.png|FIG.svg")
+    p.add_argument("--out", required=True, metavar="FIG.png|FIG.svg", help=f"the figure ({PARENTS_HELP})")
     p.add_argument("--quality", action="store_true", help="held-out perplexity against throughput")
     p.set_defaults(func=cmd_plot)
 
@@ -77,7 +78,9 @@ def _add_baseline(sub) -> None:
     bsub = p.add_subparsers(dest="baseline_command", metavar="{update,show}", required=True)
     up = bsub.add_parser("update", help="store RESULTS.json as the baseline of its hardware and profile")
     up.add_argument("results", metavar="RESULTS.json")
-    up.add_argument("--baselines-dir", default="baselines", metavar="DIR")
+    up.add_argument("--baselines-dir", default="baselines", metavar="DIR",
+                    help=f"the baseline store; the file goes to DIR/<hardware>/<profile>.json ({PARENTS_HELP}; "
+                         "default baselines)")
     up.add_argument("--force", action="store_true",
                     help="store even a run with failed points or widely spread rounds, and replace a baseline "
                          "that is unreadable or of other hardware or schema (its history starts anew)")
@@ -90,7 +93,7 @@ def _add_baseline(sub) -> None:
 def _add_merge(sub) -> None:
     p = sub.add_parser("merge", help="merge shard results of one run into one results file")
     p.add_argument("shards", nargs="+", metavar="SHARD.json")
-    p.add_argument("-o", "--out", required=True, metavar="OUT.json")
+    p.add_argument("-o", "--out", required=True, metavar="OUT.json", help=f"the merged results ({PARENTS_HELP})")
     p.set_defaults(func=cmd_merge)
 
 
@@ -111,6 +114,8 @@ def cmd_compare(args) -> int:
 
     if not args.baseline:
         raise UserError("compare needs a baseline: --baseline FILE|DIR|auto")
+    if args.json:
+        check_output_file(args.json, "--json")  # before the work, not after it
     current = res.load_results(args.results)
     _, comparison = _compare_with_baseline(args, current)
     print(render(current, comparison, fmt=args.format), end="")
@@ -122,6 +127,8 @@ def cmd_compare(args) -> int:
 def cmd_report(args) -> int:
     from pruned_perf.analysis.report import render
 
+    if args.out:
+        check_output_file(args.out, "--out")
     current = res.load_results(args.results)
     _, comparison = _compare_with_baseline(args, current)
     text = render(current, comparison, fmt=args.format, summary=args.summary)
@@ -136,6 +143,7 @@ def cmd_plot(args) -> int:
     from pruned_perf.analysis.plot import figure_format, plot
 
     figure_format(args.out)  # before loading anything: a typo should not cost a comparison
+    check_output_file(args.out, "--out")
     current = res.load_results(args.results)
     if args.baseline == "auto" and not res.baseline_path(args.baselines_dir, current.slug, current.profile).is_file():
         print(f"warning: no baseline for {current.slug} profile {current.profile} under {args.baselines_dir}; "
@@ -148,6 +156,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_baseline_update(args) -> int:
+    check_writable_dir(args.baselines_dir, "--baselines-dir")
     path, runs = res.store_baseline(args.results, args.baselines_dir, force=args.force)
     print(f"stored {args.results} as baseline {path} ({runs} run(s) in its history)")
     return EXIT_OK
@@ -166,6 +175,7 @@ def cmd_baseline_show(args) -> int:
 
 
 def cmd_merge(args) -> int:
+    check_output_file(args.out, "--out")
     merged = res.merge_results(args.shards)
     write_json_atomic(args.out, merged)
     print(f"merged {len(args.shards)} files, {len(merged['benchmarks'])} points into {args.out}")

@@ -16,7 +16,6 @@ class PointLog:
     def __init__(self, path: str | Path, run: str, meta: dict | None = None):
         self.path, self.run, self.meta = Path(path), run, meta
         self._header_written = meta is None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, measurement, nodeid: str) -> None:
         """Log one finished point (a Measurement, or anything with `to_dict`)."""
@@ -26,6 +25,7 @@ class PointLog:
         self._write({"run": self.run, "nodeid": nodeid, **measurement.to_dict()})
 
     def _write(self, record: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # at the first point, not when a run is set up
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()

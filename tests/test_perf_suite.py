@@ -599,7 +599,7 @@ def test_an_unwritable_results_path_is_a_usage_error_before_any_point(pytester, 
     result = pytester.runpytest_inprocess(str(PERF), "-p", "no:cacheprovider", "--pp-device", "cpu",
                                           "--benchmark-json", str(tmp_path / "afile" / "r.json"))
     assert result.ret == USAGE_ERROR
-    assert any("afile is not a directory" in line for line in result.errlines), result.errlines
+    assert any("afile' is a file, not a directory" in line for line in result.errlines), result.errlines
 
 
 def test_params_in_the_results_are_the_point_ids(base):

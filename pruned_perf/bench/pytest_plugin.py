@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from pruned_perf.atomic import check_append_file, check_output_file, check_writable_dir
+
 # name, environment variable, help. Every option can come from the command line or the environment.
 _OPTIONS = [
     ("profile", "PP_PROFILE", "quick (tiny models, CPU) | smoke (llama-7b subset, GPU) | paper (the "
@@ -37,7 +39,8 @@ _OPTIONS = [
      "(default 1.0; 0: one call per round)"),
     ("shard", "PP_SHARD", "I/N: run only the I-th of N disjoint parts of the matrix"),
     ("log", "PP_LOG", "JSON-lines file every point is appended to as soon as it is measured "
-     "(default: the --benchmark-json path with .jsonl, else pruned-perf-points.jsonl)"),
+     "(default: the --benchmark-json path with .jsonl, else pruned-perf-points.jsonl). For it and for "
+     "--benchmark-json, missing parent directories are created"),
     ("cache-dir", "PP_CACHE_DIR", "where pruning plans are cached (default .pp-cache)"),
     ("compare", "PP_COMPARE", "auto | FILE | DIR: compare against a baseline at the end; "
      "a regression fails the session"),
@@ -67,7 +70,7 @@ class PerfSession:
 
         self.config = config
         sweep = sweep_from_options({name: _option(config, name) for name, _, _ in _OPTIONS})
-        self.run = PerfRun(sweep, _option(config, "cache-dir") or ".pp-cache", _log_path(config))
+        self.run = PerfRun(sweep, _cache_dir(config), _log_path(config))
         self.oom_points: dict[str, object] = {}
         self.results_json: dict | None = None
         self.comparison_text: str | None = None
@@ -123,6 +126,17 @@ def _pedantic(benchmark):
     return timed_rounds
 
 
+def _cache_dir(config) -> str:
+    return _option(config, "cache-dir") or ".pp-cache"
+
+
+def _check_outputs(config) -> None:
+    """The run's own outputs (plan cache, point log): a path that cannot be written fails now, before the
+    sweep is set up (torch imported) and long before the first point would be logged."""
+    check_writable_dir(_cache_dir(config), "--pp-cache-dir")
+    check_append_file(_log_path(config), "--pp-log")
+
+
 def _log_path(config) -> Path:
     explicit = _option(config, "log")
     if explicit:
@@ -145,6 +159,7 @@ def _session(config) -> PerfSession:
     state = getattr(config, "_pruned_perf", None)
     if state is None:
         try:
+            _check_outputs(config)
             state = PerfSession(config)
         except UserError as exc:
             raise pytest.UsageError(f"pruned_perf: {exc}") from None
@@ -155,21 +170,25 @@ def _session(config) -> PerfSession:
 def pytest_configure(config):
     if _option(config, "compare") and _benchmark_json(config) is None:
         raise pytest.UsageError("--pp-compare needs --benchmark-json FILE (the results it compares)")
-    _check_results_path(_benchmark_json(config))
+    results = _check_results_path(_benchmark_json(config))
     if any(_option(config, name) is not None for name, _, _ in _OPTIONS):
         _session(config)  # a bad --pp-* value is a usage error (exit 4) here, not a collection error (2)
+    if results is not None:
+        # an old file left there would read as this run's results if the run dies before the end
+        results.unlink(missing_ok=True)
 
 
-def _check_results_path(path: Path | None) -> None:
+def _check_results_path(path: Path | None) -> Path | None:
     """pytest-benchmark writes the results only at the end: a path it cannot write would lose a whole
-    sweep, and an old file left there would read as this run's results if the run dies first."""
+    sweep, so it is checked now."""
+    from pruned_perf.errors import UserError
+
     if path is None:
-        return
-    if path.is_dir():
-        raise pytest.UsageError(f"--benchmark-json {path} is a directory; give a file path")
-    if not path.parent.is_dir():
-        raise pytest.UsageError(f"--benchmark-json {path}: {path.parent} is not a directory (create it first)")
-    path.unlink(missing_ok=True)
+        return None
+    try:
+        return check_output_file(path, "--benchmark-json")
+    except UserError as exc:
+        raise pytest.UsageError(f"pruned_perf: {exc}") from None
 
 
 def pytest_generate_tests(metafunc):
@@ -220,6 +239,8 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
+    # called just before pytest-benchmark writes the file, which it does without making its directory
+    _benchmark_json(config).parent.mkdir(parents=True, exist_ok=True)
     state = getattr(config, "_pruned_perf", None)
     if state is None:
         return
