@@ -31,25 +31,25 @@ SUITE = ("--pp-device", "cpu", "--pp-models", "tiny-llama", "--pp-methods", "den
 # Directories no file can be created in, whoever runs the tests.
 UNWRITABLE = [d for d in ("/proc", "/sys") if os.path.isdir(d)]
 
-# command -> argv with OUT where the output goes (RESULTS: a results file; MISSING: one that does not exist,
-# so that an error about the output shows it was checked before the input was read)
+# command -> argv with OUT where the output goes and IN where its input goes: by default a file that does
+# not exist, so that an error about the output shows that the output was checked before anything was read
 FILE_OUTPUTS = {
-    "report": ["report", "MISSING", "--out", "OUT"],
-    "plot": ["plot", "MISSING", "--out", "OUT"],
-    "compare": ["compare", "MISSING", "--baseline", "MISSING", "--json", "OUT"],
-    "merge": ["merge", "MISSING", "-o", "OUT"],
+    "report": ["report", "IN", "--out", "OUT"],
+    "plot": ["plot", "IN", "--out", "OUT"],
+    "compare": ["compare", "IN", "--baseline", "IN", "--json", "OUT"],
+    "merge": ["merge", "IN", "-o", "OUT"],
 }
 DIR_OUTPUTS = {
-    "baseline-update": ["baseline", "update", "MISSING", "--baselines-dir", "OUT"],
+    "baseline-update": ["baseline", "update", "IN", "--baselines-dir", "OUT"],
     "prune": ["prune", "--model", "tiny-llama", "--method", "depth", "--criterion", "magnitude", "--ratio", "0.3",
               "--out", "OUT"],
 }
 SUFFIX = {"plot": ".png"}
 
 
-def _argv(template, out, results=None) -> list[str]:
-    return [str(out) if a == "OUT" else str(results) if a == "RESULTS" else
-            "/nonexistent/results.json" if a == "MISSING" else a for a in template]
+def _argv(template, out, results: Path | None = None) -> list[str]:
+    given = {"OUT": out, "IN": results or "/nonexistent/results.json"}
+    return [str(given.get(a, a)) for a in template]
 
 
 def tree(root: Path) -> dict:
@@ -98,9 +98,8 @@ def _file_cases(place: Path, name: str) -> list[tuple[Path, str]]:
              (place / "afile" / "deeper" / f"out{suffix}", f"{str(place / 'afile')!r} is a file")]
     cases += [(Path(d) / f"pp-test-out{suffix}", f"cannot create files in {d!r}") for d in UNWRITABLE]
     cases += [(Path(d) / "pp-test" / f"out{suffix}", f"cannot create files in {d!r}") for d in UNWRITABLE]
-    if sys.platform != "win32":
-        os.mkfifo(place / f"fifo{suffix}")
-        cases.append((place / f"fifo{suffix}", "not a regular file"))
+    os.mkfifo(place / f"fifo{suffix}")  # renaming onto it would replace the FIFO, not write into it
+    cases.append((place / f"fifo{suffix}", "not a regular file"))
     return cases
 
 
@@ -135,7 +134,6 @@ def results(place) -> Path:
 @pytest.mark.parametrize("name", [*FILE_OUTPUTS, "baseline-update"])
 def test_a_missing_parent_directory_is_created(place, results, capsys, name):
     template = {**FILE_OUTPUTS, **DIR_OUTPUTS}[name]
-    template = [("RESULTS" if a == "MISSING" else a) for a in template]
     out = place / "new" / "deeper" / ("store" if name == "baseline-update" else f"out{SUFFIX.get(name, '.json')}")
     assert main(_argv(template, out, results)) == 0, capsys.readouterr().err
     written = [p for p in (place / "new").rglob("*") if p.is_file()]
@@ -156,7 +154,7 @@ def test_a_write_that_fails_late_is_one_error_and_leaves_nothing(place, results,
     def full(src, dst):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(os, "replace", full)
-    template = [("RESULTS" if a == "MISSING" else a) for a in {**FILE_OUTPUTS, **DIR_OUTPUTS}[name]]
+    template = {**FILE_OUTPUTS, **DIR_OUTPUTS}[name]
     out = place / "new" / "deeper" / ("store" if name == "baseline-update" else f"out{SUFFIX.get(name, '.json')}")
     before = tree(place)
     assert main(_argv(template, out, results)) == 2
