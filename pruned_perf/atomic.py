@@ -31,7 +31,8 @@ def _nearest_existing(path: Path) -> Path:
 
 def _check_can_create_in(where: Path, what: str, path: Path, prefix: str) -> None:
     """`where` (the nearest existing ancestor) must be a directory that takes a new file. The only sure
-    test is to make one: os.access says yes to root on a read-only /sys, and no to nothing on NFS."""
+    test is to make one: os.access says yes to root in /sys, which refuses every new file, and cannot
+    know what an NFS server will refuse."""
     if not where.is_dir():
         raise _cannot(what, path, f"{str(where)!r} is a file, not a directory")
     try:
@@ -57,8 +58,8 @@ def check_output_file(path: str | os.PathLike, what: str = "") -> Path:
 
 
 def check_writable_dir(path: str | os.PathLike, what: str = "", replaced: bool = False) -> Path:
-    """Check that files can be written into the directory `path` (made if missing), and return it as a
-    Path. replaced=True: the directory is replaced as a whole by one beside it, so its parent must take
+    """Check that files can be written into the directory `path` (or into the one that will be made
+    there, where it is missing), and return it as a Path. replaced=True: the directory is replaced as a whole by one beside it, so its parent must take
     new entries as well."""
     target = Path(path)
     if os.path.lexists(target) and not target.is_dir():
@@ -85,16 +86,17 @@ def check_append_file(path: str | os.PathLike, what: str = "") -> Path:
 
 def _make_parents(directory: Path) -> list[Path]:
     """mkdir -p `directory`; returns the directories it created, deepest last."""
-    missing = [p for p in (directory, *directory.parents) if not os.path.lexists(p)][::-1]
-    for i, p in enumerate(missing):
+    created: list[Path] = []
+    for p in [p for p in (directory, *directory.parents) if not os.path.lexists(p)][::-1]:
         try:
             p.mkdir()
         except FileExistsError:
             continue  # made meanwhile by someone else: not ours to remove
         except OSError:
-            _remove_dirs(missing[:i])
+            _remove_dirs(created)
             raise
-    return missing
+        created.append(p)
+    return created
 
 
 def _remove_dirs(created: list[Path]) -> None:
