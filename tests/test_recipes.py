@@ -1,5 +1,5 @@
-"""The README's recipe "adding a method", followed step by step: one module with the method's facts,
-one line in the registry, and the suite sizes, prunes and measures a point."""
+"""The recipe "adding a method" (docs/extending.md), followed step by step: one module with the method's
+facts, one line in the registry, and the suite sizes, prunes and measures a point."""
 import types
 
 import torch
@@ -16,7 +16,7 @@ from pruned_perf.pruning.variants import get_profile, load_variant
 
 
 def last_block_method() -> types.ModuleType:
-    """A toy method written as the README says: it drops the last `ratio` of the Transformer blocks."""
+    """A toy method written as docs/extending.md says: it drops the last `ratio` of the Transformer blocks."""
     toy = types.ModuleType("last_block")
     toy.NAME = "last-block"
     toy.CRITERIA = ("position",)
@@ -70,8 +70,9 @@ def test_a_method_added_as_the_readme_says_is_pruned_and_measured(monkeypatch, t
 
 # ---------------------------------------------------------------- adding a metric
 
-# The README's recipe "adding a metric": one entry in METRICS (and the function that builds its samples
-# from a point's raw rounds). Decode throughput: generated tokens after the first, per second of decoding.
+# The recipe "adding a metric" (docs/extending.md): one entry in METRICS (and the function that builds its
+# samples from a point's raw rounds). Decode throughput: generated tokens after the first, per second of
+# decoding.
 DECODE_METRIC = '''
 def _decode_rate(point):
     tokens = point.batch_size * (point.output_tokens - 1)

@@ -1,5 +1,5 @@
-"""scripts/replay_verdicts.py (the rules replayed over stored runs, as the README's trials were) and
-scripts/interleaved.py (two sides timed in alternating rounds)."""
+"""scripts/replay_verdicts.py (the rules replayed over stored runs, as the trials in docs/verdict-trials.md
+were) and scripts/interleaved.py (two sides timed in alternating rounds)."""
 import importlib.util
 import re
 from pathlib import Path

@@ -159,14 +159,13 @@ def time_once(fn: Callable[[], None]) -> float:
 def calls_per_round(call: Callable[[], None], last_warmup_s: float, min_round_s: float) -> int:
     """How many calls make a round last at least `min_round_s` (pyperf's loops, timeit's autorange).
 
-    A short round samples the machine for a moment: on the shared 2-core CPU, before long rounds, every
-    false `regressed` between runs of identical code (8 points in 4 of 17 comparisons) was a point of
-    one 0.1-0.3 s call per round; 1 s rounds narrowed such points' rounds, not their drift between runs
-    (docs/verdict-trials.md, fifth trials). A warm-up call at least that long means a round of one call
-    and costs nothing more: a long point (every LLaMA-7B point on a GPU) pays no extra call. A shorter one
-    is no guide to the steady time (the first call at a shape is slower), so one more call sizes the
-    round. A short point whose first call compiles for `min_round_s` or longer (the static backend)
-    keeps rounds of one call.
+    A round of one short call samples the machine for a moment, so its time swings with whatever else
+    ran in that instant; a round of several calls averages over them and narrows the spread of a short
+    point's rounds (docs/verdict-trials.md, "Fifth trials: long rounds"). A warm-up call at least
+    `min_round_s` long means a round of one call and costs nothing more: a long point (every LLaMA-7B
+    point on a GPU) pays no extra call. A shorter one is no guide to the steady time (the first call at
+    a shape is slower), so one more call sizes the round. A short point whose first call compiles for
+    `min_round_s` or longer (the static backend) keeps rounds of one call.
     """
     if last_warmup_s >= min_round_s:
         return 1

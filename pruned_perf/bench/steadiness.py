@@ -1,24 +1,23 @@
 """The steadiness probe: a short fixed workload timed before every timed round of a point and after the
-last (untimed: pytest-benchmark's `setup` hook).
+last (untimed: pytest-benchmark's `setup` hook), and two load signals recorded with each round.
 
-Its time says how fast the machine was while the point ran. Between two runs of the same code, a
-point that got slower while the probe got slower by a like amount tells of a busier machine, not of
-a slower code path, and the comparison says `noisy` instead of `regressed` (pruned_perf.analysis.compare).
+The probe's time says how fast the machine was while the point ran. Between two runs of the same
+code, a point that got slower while the probe got slower by a like amount tells of a busier machine,
+not of a slower code path, and the comparison says `noisy` instead of `regressed`
+(pruned_perf.analysis.compare).
 
-The probe samples the machine between rounds, and it misjudges how much other processes' threads on
-the same cores slow a small model: on the shared 2-core CPU, tiny-llama's rounds slowed 2.5-4.9x
-under a CPU hog or a parallel test run while the probe slowed 1.7-4.3x, not in proportion. So each
-round also records how long this process's threads waited on the kernel's run queue while it ran
-(`run_queue_wait_s`, Linux schedstat): time they were ready to run but another task held the core.
-Measured there: 0.00-0.01 s per second of rounds on the quiet machine, 0.7-1.0 under the hog or the
-test run. A slower code path on a steady machine (fewer threads, more work) does not raise it.
+The probe samples the machine between rounds, so it misjudges how much other processes' threads on
+the same cores slow a small model during them. So each round also records how long this process's
+threads waited on the kernel's run queue while it ran (`run_queue_wait_s`, Linux schedstat): time
+they were ready to run but another task held the core. A slower code path on a steady machine (fewer
+threads, more work) does not raise it.
 
-The wait does not see what runs beside a process whose threads never queue: with OMP_NUM_THREADS=1
-and a one-thread hog, tiny-llama waited 0.00 s per second while the hog held the other core. Nor does
-it see the hypervisor giving this virtual machine's CPUs to other guests (steal time). So each round
-also records the CPU time that went to anything but this process while it ran (`others_cpu_s`: all
-CPUs' busy and stolen time from /proc/stat, less this process's own CPU time): 0.00-0.05 cores on the
-quiet 2-core CPU, 0.62-0.78 beside a one-thread hog, 0.93-1.01 when the run itself used one thread.
+The wait does not see what runs beside a process whose threads never queue (one thread of ours beside
+a one-thread hog on two cores), nor the hypervisor giving this virtual machine's CPUs to other guests
+(steal time). So each round also records the CPU time that went to anything but this process while
+it ran (`others_cpu_s`: all CPUs' busy and stolen time from /proc/stat, less this process's own CPU
+time). What each signal read on a quiet and on a loaded 2-core CPU: docs/verdict-trials.md ("Third
+trials", "Fourth trials").
 
 The probe runs on the point's device with as many threads as the process may use cores, whatever the
 timed code was configured with (OMP_NUM_THREADS, torch.set_num_threads): the thread count is part
