@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from statistics import NormalDist
 
 from pruned_perf.analysis.metrics import BY_NAME, HIGHER_IS_BETTER, LOWER_IS_BETTER, is_number
@@ -235,11 +235,17 @@ def _critical(n: int, tail: float) -> int | None:
 
 def walsh_averages(d: list) -> list:
     """(d_i + d_j) / 2 for i <= j, sorted."""
-    return sorted((d[i] + d[j]) / 2 for i in range(len(d)) for j in range(i, len(d)))
+    return sorted([(a + b) / 2 for i, a in enumerate(d) for b in d[i:]])
+
+
+def _median_sorted(values: list) -> float:
+    m = len(values)
+    return (values[(m - 1) // 2] + values[m // 2]) / 2
 
 
 def hodges_lehmann(d: list) -> float:
-    return statistics.median(walsh_averages(d))
+    """The median of the Walsh averages: the center of d, robust to a few wild pairs."""
+    return _median_sorted(walsh_averages(d))
 
 
 def wilcoxon_interval(d: list, tail: float, walsh: list | None = None) -> tuple[float, float]:
@@ -252,14 +258,40 @@ def wilcoxon_interval(d: list, tail: float, walsh: list | None = None) -> tuple[
     return walsh[c], walsh[len(walsh) - 1 - c]
 
 
+# Latency and tokens/s are one test seen from two sides: per pair, tokens/s is the inverse of latency
+# (the same tokens per call on both sides), so "latency regressed" and "tokens/s regressed" are the same
+# event at any thresholds. The distinct tests per look of a point: latency, TTFT, TPOT.
+DISTINCT_TESTS = 3
+
+
+def _min_pairs(tail: float) -> int:
+    """Fewest pairs whose exact interval can be finite at this tail (2^-n <= tail)."""
+    return math.ceil(math.log2(1 / tail) - 1e-12)
+
+
+def look_sizes(settings: ABSettings) -> list:
+    """Pairs at each planned look: every `pairs_per_look` pairs, and the cap."""
+    return sorted({min(k * settings.pairs_per_look, settings.max_pairs) for k in range(1, settings.looks + 1)})
+
+
 def family_tail(settings: ABSettings, family: int) -> float:
-    """One-sided error of each look at each timing metric of each point: alpha over the family."""
-    return settings.alpha / (max(1, family) * len(TIMING_METRICS) * settings.looks)
+    """One-sided error allowed each test of each point at each look (Bonferroni over points x distinct
+    timing tests x looks). Only looks whose pairs can reach the level count: at fewer than
+    log2(1/tail) pairs the exact interval is infinite and that look cannot cry wolf, so the smallest
+    number of looks k that covers every look able to decide at alpha / (family x tests x k) is spent."""
+    sizes = look_sizes(settings)
+    base = settings.alpha / (max(1, family) * DISTINCT_TESTS)
+    for k in range(1, len(sizes) + 1):
+        tail = base / k
+        if sum(n >= _min_pairs(tail) for n in sizes) <= k:
+            return tail
+    return base / len(sizes)
 
 
 # ---- judging ----
 
-def _log_ratios(pairs, metric: str) -> list:
+def log_ratios(pairs, metric: str) -> list:
+    """d = log(new/base) of `metric` for every pair with a value on both sides, in order."""
     out = []
     for p in pairs:
         field_ = "latency_s" if metric == "tokens_per_s" else metric
@@ -281,7 +313,8 @@ def _pairs_to_settle(d: list, est: float, bound: float, tail: float, eq_tail: fl
     threshold, where no number of pairs settles it."""
     if len(d) < 2:
         return None
-    sd = statistics.stdev(d) * math.sqrt(math.pi / 3)
+    mean = sum(d) / len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) * math.pi / 3)
     if sd == 0:
         return len(d)
     gap = abs(est) - bound
@@ -295,38 +328,46 @@ def _pairs_to_settle(d: list, est: float, bound: float, tail: float, eq_tail: fl
     return math.ceil(n) if math.isfinite(n) else None
 
 
-def _timing_metric(name: str, pairs, settings: ABSettings, tail: float, final: bool, busy: str | None) -> MetricAB:
-    d = _log_ratios(pairs, name)
+def timing_verdict(name: str, d: list, threshold: float, tail: float) -> MetricAB:
+    """One timing metric's verdict from its log-ratios d = log(new/base) (tokens/s: of tokens/s), at
+    `tail` one-sided error per side of the suite-wide interval (family_tail)."""
     if not d:
         return MetricAB(name, INCONCLUSIVE, "no pairs with this metric on both sides", 0)
     walsh = walsh_averages(d)
-    est = statistics.median(walsh)
+    est = _median_sorted(walsh)
     lo, hi = wilcoxon_interval(d, tail, walsh)
     eq_tail = (1 - EQUIVALENCE_LEVEL) / 2
     eq_lo, eq_hi = wilcoxon_interval(d, eq_tail, walsh)
-    bound = math.log1p(settings.threshold(name))
-    # in the metric's own direction: positive = worse
+    bound = math.log1p(threshold)
+    # in the metric's own direction, worse is positive: the interval of "how much worse"
     sign = -1 if BY_NAME[name].better == HIGHER_IS_BETTER else 1
-    worse_lo, worse_est = (sign * lo, sign * est) if sign > 0 else (sign * hi, sign * est)
-    better_hi = sign * hi if sign > 0 else sign * lo
-    ratio = lambda x: math.exp(x) if math.isfinite(x) else None  # noqa: E731
-    record = dict(pairs=len(d), ratio=math.exp(est), ci_low=ratio(lo), ci_high=ratio(hi), level=1 - 2 * tail,
-                  eq_low=ratio(eq_lo), eq_high=ratio(eq_hi))
-    if busy:
-        return MetricAB(name, INCONCLUSIVE, busy, **record)
+    worse_est = sign * est
+    worse_lo, worse_hi = sorted((sign * lo, sign * hi))
+    record = dict(pairs=len(d), ratio=math.exp(est), ci_low=_exp(lo), ci_high=_exp(hi), level=1 - 2 * tail,
+                  eq_low=_exp(eq_lo), eq_high=_exp(eq_hi))
     if worse_lo > 0 and worse_est > bound:
-        return MetricAB(name, REGRESSED, f"{math.exp(est):.3f}x, beyond {settings.threshold(name):.0%}",
-                        **record)
-    if better_hi < 0 and -worse_est > bound:
-        return MetricAB(name, IMPROVED, f"{math.exp(est):.3f}x, beyond {settings.threshold(name):.0%}",
-                        **record)
+        return MetricAB(name, REGRESSED, f"{math.exp(est):.3f}x, beyond {threshold:.0%}", **record)
+    if worse_hi < 0 and -worse_est > bound:
+        return MetricAB(name, IMPROVED, f"{math.exp(est):.3f}x, beyond {threshold:.0%}", **record)
     if -bound < eq_lo and eq_hi < bound:
-        return MetricAB(name, UNCHANGED, f"90% interval within +-{settings.threshold(name):.0%}", **record)
+        return MetricAB(name, UNCHANGED, f"90% interval within +-{threshold:.0%}", **record)
     need = _pairs_to_settle(d, est, bound, tail, eq_tail)
     more = None if need is None else max(1, need - len(d))
     reason = (f"{len(d)} pairs, ~{more} more would settle it" if more is not None
               else f"{len(d)} pairs, the estimate sits on the threshold")
     return MetricAB(name, INCONCLUSIVE, reason, more_pairs=more, **record)
+
+
+def _exp(x: float) -> float | None:
+    """A log-ratio as a ratio; None for an interval's infinite end (JSON has no infinity)."""
+    return math.exp(x) if math.isfinite(x) else None
+
+
+def _timing_metric(name: str, pairs, settings: ABSettings, tail: float, busy: str | None) -> MetricAB:
+    verdict = timing_verdict(name, log_ratios(pairs, name), settings.threshold(name), tail)
+    if busy and verdict.pairs:
+        return replace(verdict, verdict=INCONCLUSIVE, reason=busy, more_pairs=None)
+    return verdict
 
 
 def _median(values) -> float | None:
@@ -413,7 +454,7 @@ def judge(pairs, base: Measurement | None, head: Measurement | None, settings: A
         for name in TIMING_METRICS:
             if name == "tpot_s" and pairs and all(p.base.tpot_s is None and p.head.tpot_s is None for p in pairs):
                 continue  # one output token: no decode to time on either side
-            metrics.append(_timing_metric(name, pairs, settings, tail, final, busy))
+            metrics.append(_timing_metric(name, pairs, settings, tail, busy))
         if base is not None and head is not None:
             for name in DETERMINISTIC_METRICS:
                 m = _deterministic(name, base, head, settings)
