@@ -439,7 +439,8 @@ def _status(metrics) -> str:
 def judge(pairs, base: Measurement | None, head: Measurement | None, settings: ABSettings,
           family: int, final: bool) -> PointAB:
     """The verdict of one point from its pairs so far. `family`: how many points the suite's A/B
-    judges; `final`: no more pairs will come."""
+    judges; `final`: no more pairs will come. The error control counts the planned looks: call it after
+    the pairs of each of `look_sizes(settings)`, and stop once `settled`."""
     pairs = tuple(pairs)
     if isinstance(family, bool) or not isinstance(family, int) or family < 1:
         raise UserError(f"A/B family must be a positive number of points, got {family!r}")
