@@ -254,9 +254,10 @@ def test_deterministic_metrics_compare_each_sides_value_with_the_threshold():
     within = judge(pairs, _side(), _side(peak_mem_bytes=1010), ABSettings(), 1, final=True)
     assert within.metric("peak_mem_bytes").verdict == UNCHANGED
     looser = ABSettings(thresholds={**ABSettings().thresholds, "peak_mem_bytes": 0.05})
-    assert judge(pairs, _side(), _side(peak_mem_bytes=1030), looser, 1, True).metric("peak_mem_bytes").verdict == UNCHANGED
-    other_model = judge(pairs, _side(), _side(params=600), ABSettings(), 1, final=True)
-    assert other_model.metric("params").verdict == paired.CHANGED and "different models" in other_model.metric("params").reason
+    looser_mem = judge(pairs, _side(), _side(peak_mem_bytes=1030), looser, 1, True).metric("peak_mem_bytes")
+    assert looser_mem.verdict == UNCHANGED
+    params = judge(pairs, _side(), _side(params=600), ABSettings(), 1, final=True).metric("params")
+    assert params.verdict == paired.CHANGED and "different models" in params.reason
     no_ppl = judge(pairs, _side(ppl=None), _side(), ABSettings(), 1, final=True)
     assert no_ppl.metric("ppl") is None
 
@@ -293,7 +294,10 @@ def test_stored_pairs_rederive_the_same_verdict():
 @pytest.mark.parametrize("bad,named", [
     (dict(pairs_per_look=0), "pairs_per_look"), (dict(max_pairs=True), "max_pairs"),
     (dict(pairs_per_look=8, max_pairs=4), "max_pairs (4) must be at least pairs_per_look (8)"),
-    (dict(alpha=1.5), "alpha must be a number in (0, 1), got 1.5")])
+    (dict(alpha=1.5), "alpha must be a number in (0, 1), got 1.5"),
+    (dict(thresholds={"latency": 0.05}), "unknown metric 'latency' in thresholds; valid choices: latency_s"),
+    (dict(thresholds={"latency_s": -1}), "threshold latency_s must be a relative change >= 0"),
+    (dict(runqueue_tolerance="x"), "runqueue_tolerance must be a number >= 0, got 'x'")])
 def test_bad_settings_are_one_clear_error(bad, named):
     with pytest.raises(UserError, match=named.replace("(", r"\(").replace(")", r"\)")):
         ABSettings(**bad)

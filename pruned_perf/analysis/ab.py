@@ -40,9 +40,10 @@ class Worker:
     def describe(self) -> str:
         """One line: which code, from where, on which library versions and threads."""
         sha = (self.sha or "unknown sha")[:12] + (" (dirty)" if self.dirty else "")
+        threads = self.threads if self.threads is not None else "?"
         parts = [f"{self.spec or '?'} at {sha}", f"pruned_perf from {self.pruned_perf or '?'}",
                  f"python {self.python or '?'}", f"torch {self.torch or '?'}",
-                 f"transformers {self.transformers or '?'}", f"{self.threads if self.threads is not None else '?'} threads"]
+                 f"transformers {self.transformers or '?'}", f"{threads} threads"]
         return ", ".join(parts)
 
 

@@ -107,6 +107,17 @@ class ABSettings:
                             f"({self.pairs_per_look})")
         if not is_number(self.alpha) or not 0 < self.alpha < 1:
             raise UserError(f"A/B alpha must be a number in (0, 1), got {self.alpha!r}")
+        if not isinstance(self.thresholds, dict):
+            raise UserError(f"A/B thresholds must map metrics to relative changes, got {self.thresholds!r}")
+        for metric, value in self.thresholds.items():
+            if metric not in BY_NAME:
+                raise UserError(f"A/B: unknown metric {metric!r} in thresholds; valid choices: "
+                                f"{', '.join(sorted(BY_NAME))}")
+            if not is_number(value) or value < 0:
+                raise UserError(f"A/B threshold {metric} must be a relative change >= 0 (0.05 = 5%), got {value!r}")
+        for name in ("runqueue_tolerance", "others_tolerance"):
+            if not is_number(getattr(self, name)) or getattr(self, name) < 0:
+                raise UserError(f"A/B {name} must be a number >= 0, got {getattr(self, name)!r}")
 
     @property
     def looks(self) -> int:
