@@ -10,7 +10,8 @@ import sys
 
 from tabulate import tabulate
 
-from pruned_perf.analysis import results as res
+from pruned_perf.analysis import ab_report, results as res
+from pruned_perf.analysis.ab import has_ab
 from pruned_perf.atomic import (PARENTS_HELP, check_output_file, check_writable_dir, write_json_atomic,
                                 write_text_atomic)
 from pruned_perf.errors import UserError
@@ -117,6 +118,8 @@ def cmd_compare(args) -> int:
     if args.json:
         check_output_file(args.json, "--json")  # before the work, not after it
     current = res.load_results(args.results)
+    if args.baseline == "auto" and has_ab(current):  # an A/B run: its pairs are the comparison
+        return ab_report.compare(current, args.format, args.json, args.pyproject)
     _, comparison = _compare_with_baseline(args, current)
     print(render(current, comparison, fmt=args.format), end="")
     if args.json:
@@ -130,8 +133,11 @@ def cmd_report(args) -> int:
     if args.out:
         check_output_file(args.out, "--out")
     current = res.load_results(args.results)
-    _, comparison = _compare_with_baseline(args, current)
-    text = render(current, comparison, fmt=args.format, summary=args.summary)
+    if not args.baseline and has_ab(current):
+        text = ab_report.report(current, args.format)
+    else:
+        _, comparison = _compare_with_baseline(args, current)
+        text = render(current, comparison, fmt=args.format, summary=args.summary)
     if args.out:
         write_text_atomic(args.out, text)
     else:
@@ -149,7 +155,10 @@ def cmd_plot(args) -> int:
         print(f"warning: no baseline for {current.slug} profile {current.profile} under {args.baselines_dir}; "
               "plotting without one", file=sys.stderr)
         args.baseline = None
-    baseline, comparison = _compare_with_baseline(args, current)
+    if not args.baseline and has_ab(current):  # an A/B run: the base side's lines are the baseline
+        baseline, comparison = ab_report.base_side(current), None
+    else:
+        baseline, comparison = _compare_with_baseline(args, current)
     plot(current, args.out, baseline=baseline, comparison=comparison, quality=args.quality)
     print(f"wrote {args.out}")
     return EXIT_OK
