@@ -268,27 +268,28 @@ class Measurement:
 # ---------------------------------------------------------------- the run: machine_info.pruned_perf
 
 
-def _to_dict(record) -> dict:
-    """A record as its JSON object: every field, nested records too."""
-    return dataclasses.asdict(record)
+class Record:
+    """A dataclass read from JSON: `from_dict` checks every field by its metadata (see `checked`) and
+    builds the nested records, naming `where` in any error; `to_dict` is its JSON object."""
+
+    @classmethod
+    def from_dict(cls, data, where: str = ""):
+        return cls(**fields_from_dict(cls, data, where or cls.__name__))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
-class MethodStyle:
+class MethodStyle(Record):
     """How a method is drawn in every figure: a matplotlib colour and marker (its module's STYLE)."""
 
     color: str = checked(NAME)
     marker: str = checked(NAME)
 
-    @classmethod
-    def from_dict(cls, data, where: str = "style") -> "MethodStyle":
-        return cls(**fields_from_dict(cls, data, where))
-
-    to_dict = _to_dict
-
 
 @dataclass(frozen=True, kw_only=True)
-class Fingerprint:
+class Fingerprint(Record):
     """Which hardware and software measured a run (pruned_perf.bench.fingerprint). `slug` names the
     hardware alone, file-safe: the directory of its baselines; the rest may be unknown (null)."""
 
@@ -301,28 +302,16 @@ class Fingerprint:
     transformers: str | None = _optional(TEXT.or_null())
     slug: str = checked(SAFE_NAME)
 
-    @classmethod
-    def from_dict(cls, data, where: str = "fingerprint") -> "Fingerprint":
-        return cls(**fields_from_dict(cls, data, where))
-
-    to_dict = _to_dict
-
 
 @dataclass(frozen=True)
-class SessionOutcome:
+class SessionOutcome(Record):
     """How the run's session ended: the node ids of the tests that failed or errored."""
 
     failed: list = checked(STRINGS, default_factory=list)
 
-    @classmethod
-    def from_dict(cls, data, where: str = "session") -> "SessionOutcome":
-        return cls(**fields_from_dict(cls, data, where))
-
-    to_dict = _to_dict
-
 
 @dataclass(frozen=True, kw_only=True)
-class RunMeta:
+class RunMeta(Record):
     """`machine_info.pruned_perf` of a results file (docs/results-schema.md): the schema, profile and run
     id, who measured (`fingerprint`), how each method is shown (in the registry's order: the order of
     tables and legends) and, once the session has ended, its outcome (`session`; None in a point log's
@@ -344,11 +333,11 @@ class RunMeta:
 
     @classmethod
     def from_dict(cls, data, where: str = "machine_info.pruned_perf") -> "RunMeta":
-        return cls(**fields_from_dict(cls, data, where))
+        return super().from_dict(data, where)
 
     def to_dict(self) -> dict:
         """As the file holds it: a run id and a session outcome only where known."""
-        data = _to_dict(self)
+        data = super().to_dict()
         return {k: v for k, v in data.items() if not (k in ("run_id", "session") and v is None)}
 
 

@@ -260,7 +260,9 @@ def test_self_comparison_is_all_unchanged():
     c = cmp.compare(r, r)
     assert not c.has_regression
     assert {p.status for p in c.points} == {"unchanged"}
-    json.dumps(c.to_dict())  # serialisable as it is
+    saved = json.loads(json.dumps(c.to_dict()))  # serialisable as it is
+    assert saved["baseline_fingerprint"]["slug"] == r.slug and saved["has_regression"] is False
+    assert [p["id"] for p in saved["points"]] == list(r.points)
 
 
 def test_one_slower_point_and_only_it_regresses():
@@ -500,6 +502,15 @@ def test_oom_transitions_new_and_missing():
     assert statuses[point_id("m", "dense", 128, 12, 128)] == "new"
     assert statuses[point_id("m", "dense", 64, 12, 128)] == "missing"
     assert cmp.compare(cur, base).has_regression  # newly OOM is a regression
+    # each verdict carries its point and the measurements it had: a new one only this run's, a missing one
+    # only the baseline's (what places it in a table), and the JSON says where each point belongs
+    verdicts = cmp.compare(cur, base).by_id()
+    new, missing = verdicts[point_id("m", "dense", 128, 12, 128)], verdicts[point_id("m", "dense", 64, 12, 128)]
+    assert (new.baseline, new.current) == (None, cur.points[new.id]) and new.point.batch_size == 128
+    assert (missing.baseline, missing.current) == (base.points[missing.id], None)
+    assert missing.to_dict()["info"] == {"model": "m", "method": "dense", "params": missing.baseline.params,
+                                         "batch_size": 64, "input_tokens": 12, "output_tokens": 128,
+                                         "backend": "eager", "oom": False}
 
 
 def test_other_hardware_is_refused_unless_allowed():

@@ -304,7 +304,8 @@ def test_baseline_update_refuses_widely_spread_rounds_naming_the_points(tmp_path
     (lambda h: h.append({"points": {}, "slug": "nvidia-h100-80gb"}), r"pruned_perf_history\[1\] is from hardware"),
     (lambda h: h[0].pop("points"), r"pruned_perf_history\[0\] lacks fields: points"),
     (lambda h: h[0].update(run_id=7), r"pruned_perf_history\[0\]: run_id must be a string or null, got 7"),
-    (lambda h: h[0]["points"].update(x={"latency_s": float("nan")}), "point 'x' has bad values for latency_s"),
+    (lambda h: h[0]["points"].update(x={"latency_s": float("nan")}),
+     r"pruned_perf_history\[0\]\.points\.x has bad values for latency_s: \{'latency_s': nan\}"),
     (lambda h: h.clear(), "must be a non-empty list"),
 ])
 def test_a_corrupt_history_is_one_error_and_the_store_stays_untouched(tmp_path, corrupt, message):
@@ -414,3 +415,49 @@ def test_a_point_log_is_never_a_baseline_and_a_bad_log_is_one_error(tmp_path):
         load_results(empty)
     with pytest.raises(UserError, match="no such point log"):
         load_results(tmp_path / "none.jsonl")
+
+
+# ---------------------------------------------------------------- the records' from_dict checks
+
+
+def test_a_measurement_names_itself_the_field_and_the_bad_value():
+    good = make_point(batch_size=1)["extra_info"]
+    typed = Measurement.from_dict(good)
+    assert Measurement.from_dict(typed.to_dict()) == typed  # what was read is written back
+    for field, bad, message in (
+            ("latency_s", None, r"latency_s must be a finite positive number, got None"),
+            ("rounds_s", [], r"rounds_s must be a non-empty list of finite positive seconds, got \[\]"),
+            ("params", -1, r"params must be an integer >= 0, got -1"),
+            ("model", "", r"model must be a non-empty string, got ''"),
+            ("warmup_s", [1.0, "x"], r"warmup_s must be a list of finite non-negative numbers, got \[1.0, 'x'\]"),
+            ("structure_from_random_weights", 1, r"structure_from_random_weights must be true or false, got 1")):
+        with pytest.raises(UserError, match=rf"^measurement '{good['id']}': {message}$"):
+            Measurement.from_dict({**good, field: bad})
+
+
+def test_a_point_that_ran_out_of_memory_may_lack_its_timings_but_not_its_identity():
+    oom = make_point(batch_size=8, oom=True)["extra_info"]
+    assert oom["latency_s"] is None and oom["rounds_s"] == []
+    assert Measurement.from_dict(oom).oom
+    with pytest.raises(UserError, match=r"rounds_s must be a list of finite positive seconds, got None"):
+        Measurement.from_dict({**oom, "rounds_s": None})  # empty, not null (docs/results-schema.md)
+    with pytest.raises(UserError, match=r"batch_size must be a positive integer, got True"):
+        Measurement.from_dict({**oom, "batch_size": True})
+    with pytest.raises(UserError, match=r"a measurement must be an object, got \[\]"):
+        Measurement.from_dict([])
+
+
+def test_run_meta_reads_back_as_written_and_names_its_bad_fields():
+    meta = make_results([make_point()])["machine_info"]["pruned_perf"]
+    typed = RunMeta.from_dict(meta)
+    assert typed.to_dict() == meta and typed.fingerprint.slug == SLUG and typed.methods["dense"].marker
+    header = {k: v for k, v in meta.items() if k not in ("session", "run_id")}  # a point log's header
+    assert RunMeta.from_dict(header).session is None and RunMeta.from_dict(header).to_dict() == header
+    for change, message in (({"run_id": 3}, r"^machine_info\.pruned_perf: run_id must be a string or null, got 3$"),
+                            ({"fingerprint": "gpu"}, r"^machine_info\.pruned_perf: fingerprint must be an object"),
+                            ({"methods": {"flap": {"color": "", "marker": "o"}}},
+                             r"^machine_info\.pruned_perf\.methods\.flap: color must be a non-empty string, got ''$")):
+        with pytest.raises(UserError, match=message):
+            RunMeta.from_dict({**meta, **change})
+    with pytest.raises(UserError, match=r"^Fingerprint: torch must be a string or null, got 2.11$"):
+        Fingerprint.from_dict({**meta["fingerprint"], "torch": 2.11})

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pruned_perf.analysis.metrics import METRICS
 from pruned_perf.errors import UserError
-from pruned_perf.schema import NAME, OBJECT, TEXT, Check, Measurement, checked, fields_from_dict, is_number
+from pruned_perf.schema import NAME, OBJECT, TEXT, Check, Measurement, Record, checked, is_number
 
 if TYPE_CHECKING:
     from pruned_perf.analysis.results import Results
@@ -55,7 +55,7 @@ def point_summary(point: Measurement) -> PointSummary:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunSummary:
+class RunSummary(Record):
     """What the history keeps of one run: who and when, and a summary per point (by id)."""
 
     run_id: str | None = checked(TEXT.or_null(), default=None)
@@ -64,7 +64,8 @@ class RunSummary:
     slug: str = checked(NAME)
     torch: str | None = checked(TEXT.or_null(), default=None)
     transformers: str | None = checked(TEXT.or_null(), default=None)
-    points: dict[str, PointSummary] = checked(Check(OBJECT.ok, "an object of point summaries by id"))
+    points: dict[str, PointSummary] = checked(Check(OBJECT.ok, "an object of point summaries by id"),
+                                              records=PointSummary)
 
     def median(self, pid: str, metric: str) -> float | None:
         point = self.points.get(pid)
@@ -74,13 +75,6 @@ class RunSummary:
         return {"run_id": self.run_id, "datetime": self.datetime, "commit": self.commit, "slug": self.slug,
                 "torch": self.torch, "transformers": self.transformers,
                 "points": {pid: point.to_dict() for pid, point in self.points.items()}}
-
-    @classmethod
-    def from_dict(cls, data, where: str = "run summary") -> "RunSummary":
-        values = fields_from_dict(cls, data, where)
-        values["points"] = {pid: PointSummary.from_dict(point, f"{where}: point {pid!r}")
-                            for pid, point in values["points"].items()}
-        return cls(**values)
 
 
 def run_summary(results: Results) -> RunSummary:
