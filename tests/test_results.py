@@ -38,7 +38,8 @@ def test_load_results_reads_points_by_id(results_file):
     # the typed points are the file's extra_info, field for field
     assert [b["extra_info"] for b in r.raw["benchmarks"]] == [p.to_dict() for p in r.points.values()]
     assert r.to_json() == r.raw  # the typed meta too: what was read is written back unchanged
-    assert list(r.methods) == ["dense", "depth", "llm-pruner", "flap"] and r.methods["flap"] == MethodStyle("green", "o")
+    assert list(r.methods) == ["dense", "depth", "llm-pruner", "flap"]
+    assert r.methods["flap"] == MethodStyle("green", "o")
     assert isinstance(r.fingerprint, Fingerprint) and r.fingerprint.torch == "2.11.0"
     assert r.meta.run_id == "run-1" and r.failed == [] and r.datetime.startswith("2025-01-01")
 
@@ -87,7 +88,8 @@ def _bad(tmp_path, mutate):
     (lambda r: r["benchmarks"][0]["extra_info"].update(tpot_s=-0.01), "tpot_s must be a finite non-negative"),
     (lambda r: r["benchmarks"][0]["extra_info"].update(ttft_rounds_s=[float("nan")]), "ttft_rounds_s must be"),
     (lambda r: r["machine_info"]["pruned_perf"]["fingerprint"].update(slug="../etc"),
-     r"machine_info\.pruned_perf\.fingerprint: slug must be a file-safe name \(letters, digits, \. _ -\), got '\.\./etc'"),
+     r"machine_info\.pruned_perf\.fingerprint: slug must be a file-safe name \(letters, digits, \. _ -\), "
+     r"got '\.\./etc'"),
     (lambda r: r["machine_info"]["pruned_perf"]["fingerprint"].pop("slug"),
      r"machine_info\.pruned_perf\.fingerprint lacks fields: slug"),
     (lambda r: r["machine_info"]["pruned_perf"]["fingerprint"].update(memory_bytes="141G"),
@@ -223,7 +225,8 @@ def test_merge_refuses_overlapping_shards_and_bad_schema(tmp_path):
     with pytest.raises(UserError, match="'llama-7b-dense-in12-out128-M1-eager' is in both .*a.json and .*b.json"):
         merge_results([a, b])
     c = write(tmp_path / "c.json", make_results([make_point(method="flap")], schema=1))
-    with pytest.raises(UserError, match=r"c.json: machine_info.pruned_perf: schema must be a supported schema \(2\), got 1"):
+    with pytest.raises(UserError, match=r"c.json: machine_info.pruned_perf: schema must be a supported schema \(2\), "
+                                        r"got 1"):
         merge_results([a, c])
     with pytest.raises(UserError, match="at least one"):
         merge_results([])
@@ -274,7 +277,8 @@ def test_a_run_summary_reads_back_as_written_an_oom_point_as_oom_only(tmp_path):
     r = load_results(write(tmp_path / "r.json", make_results(sweep(batch_sizes=(1, 8), oom_from={"llama-7b": 8}))))
     summary = run_summary(r)
     assert RunSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
-    oom, measured = summary.points["llama-7b-flap-in12-out128-M8-eager"], summary.points["llama-7b-flap-in12-out128-M1-eager"]
+    oom = summary.points["llama-7b-flap-in12-out128-M8-eager"]
+    measured = summary.points["llama-7b-flap-in12-out128-M1-eager"]
     assert oom.to_dict() == {"oom": True} and oom.median("latency_s") is None
     assert measured.median("latency_s") == r.points["llama-7b-flap-in12-out128-M1-eager"].latency_s
     assert (summary.run_id, summary.slug, summary.torch) == ("run-1", SLUG, "2.11.0")

@@ -12,10 +12,10 @@ decided in three steps (the rule in words, and the false-alarm rates measured wi
    the baseline (its history, up to 10 runs) by more than the threshold. With fewer than MIN_HISTORY
    stored runs the spread between runs is unknown: a time or a speedup must then move by more than
    `drift_allowance` (chosen from A/A trials: docs/verdict-trials.md); memory needs only the threshold.
-   With MIN_HISTORY or more stored runs it must also lie more than `history_sigmas` between-run standard deviations from the
-   mean of the stored medians (log scale; the SD pooled over the model's points, since 3 runs say little
-   about one point while a model's points drift alike). A noisy machine thus gets a wide gate, a
-   steady one a narrow gate, both measured rather than assumed. Else `noisy`.
+   With MIN_HISTORY or more stored runs it must also lie more than `history_sigmas` between-run
+   standard deviations from the mean of the stored medians (log scale; the SD pooled over the model's
+   points, since 3 runs say little about one point while a model's points drift alike). A noisy machine
+   thus gets a wide gate, a steady one a narrow gate, both measured rather than assumed. Else `noisy`.
 3. Steadiness: a time that got worse while the steadiness probe of its point says the machine was
    markedly slower (probe median more than `probe_tolerance` above the baseline's) or noisier (probe
    rounds spread over more than twice that, and twice the baseline's spread) is `noisy`, not
