@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pruned_perf.analysis.compare import Comparison, compare, competing_cpu
+from pruned_perf.analysis.config import load_config
 from pruned_perf.analysis.history import RunSummary, run_summary
 from pruned_perf.analysis.results import Results, load_results
 from pruned_perf.atomic import write_json_atomic
@@ -208,8 +209,6 @@ def resolve_baseline(spec: str, results: Results, baselines_dir: str | os.PathLi
 def compare_with_baseline(current: Results, spec: str, baselines_dir: str | os.PathLike = "baselines",
                           pyproject: str | None = None, allow_mismatch: bool = False) -> tuple[Results, Comparison]:
     """(baseline Results, Comparison) against a baseline given as FILE, DIR or `auto`."""
-    from pruned_perf.analysis.config import load_config
-
     config = load_config(pyproject)  # read first: a bad pyproject fails before any work
     baseline = load_results(resolve_baseline(spec, current, baselines_dir))
     return baseline, compare(current, baseline, config, allow_mismatch=allow_mismatch)

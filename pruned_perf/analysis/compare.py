@@ -330,8 +330,10 @@ def compare_point(baseline: Measurement, current: Measurement, config: Config,
     (default: the baseline's own), `noise` the between-run SD of each metric of its model (between_run_sd)."""
     settings = config.settings_for(current.id)
     verdict = PointVerdict(current.point, UNCHANGED, [], baseline, current)
+    if current.oom and baseline.oom:
+        return verdict
     if current.oom or baseline.oom:
-        verdict.status = (UNCHANGED if current.oom and baseline.oom else NEWLY_OOM if current.oom else NO_LONGER_OOM)
+        verdict.status = NEWLY_OOM if current.oom else NO_LONGER_OOM
         return verdict
     history = history if history else [point_summary(baseline)]
     verdict.metrics = [v for metric in METRICS
