@@ -10,7 +10,8 @@ import sys
 
 from tabulate import tabulate
 
-from pruned_perf.analysis import ab_report, results as res
+from pruned_perf.analysis import ab_report, baselines, merge
+from pruned_perf.analysis import results as res
 from pruned_perf.analysis.ab import has_ab
 from pruned_perf.atomic import (PARENTS_HELP, check_output_file, check_writable_dir, write_json_atomic,
                                 write_text_atomic)
@@ -103,11 +104,9 @@ def _add_merge(sub) -> None:
 
 def _compare_with_baseline(args, current):
     """(baseline Results, Comparison) for --baseline, or (None, None) when none was asked for."""
-    from pruned_perf.analysis.compare import compare_with_baseline
-
     if not args.baseline:
         return None, None
-    return compare_with_baseline(current, args.baseline, args.baselines_dir, args.pyproject, args.allow_mismatch)
+    return baselines.compare_with_baseline(current, args.baseline, args.baselines_dir, args.pyproject, args.allow_mismatch)
 
 
 def cmd_compare(args) -> int:
@@ -151,7 +150,7 @@ def cmd_plot(args) -> int:
     figure_format(args.out)  # before loading anything: a typo should not cost a comparison
     check_output_file(args.out, "--out")
     current = res.load_results(args.results)
-    if args.baseline == "auto" and not res.baseline_path(args.baselines_dir, current.slug, current.profile).is_file():
+    if args.baseline == "auto" and not baselines.baseline_path(args.baselines_dir, current.slug, current.profile).is_file():
         print(f"warning: no baseline for {current.slug} profile {current.profile} under {args.baselines_dir}; "
               "plotting without one", file=sys.stderr)
         args.baseline = None
@@ -166,13 +165,13 @@ def cmd_plot(args) -> int:
 
 def cmd_baseline_update(args) -> int:
     check_writable_dir(args.baselines_dir, "--baselines-dir")
-    path, runs = res.store_baseline(args.results, args.baselines_dir, force=args.force)
+    path, runs = baselines.store_baseline(args.results, args.baselines_dir, force=args.force)
     print(f"stored {args.results} as baseline {path} ({runs} run(s) in its history)")
     return EXIT_OK
 
 
 def cmd_baseline_show(args) -> int:
-    entries = res.list_baselines(args.baselines_dir)
+    entries = baselines.list_baselines(args.baselines_dir)
     if not entries:
         print(f"no baselines under {args.baselines_dir}")
         return EXIT_OK
@@ -185,7 +184,7 @@ def cmd_baseline_show(args) -> int:
 
 def cmd_merge(args) -> int:
     check_output_file(args.out, "--out")
-    merged = res.merge_results(args.shards)
-    write_json_atomic(args.out, merged)
-    print(f"merged {len(args.shards)} files, {len(merged['benchmarks'])} points into {args.out}")
+    merged = merge.merge_results(args.shards)
+    write_json_atomic(args.out, merged.to_json())
+    print(f"merged {len(args.shards)} files, {len(merged.points)} points into {args.out}")
     return EXIT_OK

@@ -27,7 +27,9 @@ from pathlib import Path
 
 from pruned_perf.analysis.compare import REGRESSED, compare
 from pruned_perf.analysis.config import config_from_table
-from pruned_perf.analysis.results import check_good_run, load_results, run_summary
+from pruned_perf.analysis.baselines import check_good_run
+from pruned_perf.analysis.history import run_summary
+from pruned_perf.analysis.results import load_results
 from pruned_perf.errors import UserError
 
 # These tolerances turn their signal off: no machine is that much busier (1000 cores) or slower (10x).
@@ -57,7 +59,7 @@ def _runs(directory: Path):
     runs = {path.stem: load_results(path) for path in sorted(directory.glob("*.json"))}
     if not runs:
         raise UserError(f"{directory}: no results files (*.json)")
-    order = sorted(runs, key=lambda name: runs[name].raw.get("datetime") or "")
+    order = sorted(runs, key=lambda name: runs[name].datetime or "")
     refused = {name: why for name in order if name.startswith("A") and (why := _refusal(runs[name]))}
     return runs, order, refused
 

@@ -10,7 +10,7 @@ import math
 import random
 import statistics
 
-from pruned_perf.analysis.results import add_speedups_to_benchmarks
+from pruned_perf.analysis.speedups import add_speedups_to_benchmarks
 from pruned_perf.pruning.methods import styles
 from pruned_perf.schema import Measurement
 

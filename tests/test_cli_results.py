@@ -151,7 +151,7 @@ def _mutations():
         "malformed JSON": (lambda path, raw: open(path, "w").write('{"benchmarks": [}'), "malformed JSON"),
         "other schema": (lambda path, raw: write(path, _with(raw, lambda r: r["machine_info"]["pruned_perf"]
                                                             .update(schema=3))),
-                         r"results schema 3 is not supported \(supported schema: 2\)"),
+                         r"schema must be a supported schema \(2\), got 3"),
         "empty results": (lambda path, raw: write(path, _with(raw, lambda r: r.update(benchmarks=[]))),
                           "no benchmarks"),
         "no extra_info": (lambda path, raw: write(path, _with(raw, lambda r: [b.pop("extra_info")
@@ -213,7 +213,8 @@ def test_results_modules_do_not_import_torch():
     import subprocess
 
     code = ("import sys, pruned_perf.cli_results, pruned_perf.analysis.compare, pruned_perf.analysis.report, pruned_perf.analysis.plot, "
-            "pruned_perf.analysis.config, pruned_perf.analysis.results; "
+            "pruned_perf.analysis.config, pruned_perf.analysis.results, pruned_perf.analysis.baselines, "
+            "pruned_perf.analysis.merge; "
             "bad = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]; "
             "print(*bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -15,7 +15,9 @@ from pruned_perf.analysis import compare as cmp
 from pruned_perf.analysis import stats
 from pruned_perf.analysis.config import (DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS, DEFAULT_THRESHOLDS, Config,
                                          config_from_table, load_config)
-from pruned_perf.analysis.results import HISTORY_RUNS, RunSummary, point_summary, results_from_dict
+from pruned_perf.analysis.baselines import HISTORY_RUNS
+from pruned_perf.analysis.history import RunSummary, between_run_sd, point_summary
+from pruned_perf.analysis.results import results_from_dict
 from pruned_perf.errors import UserError
 
 try:
@@ -53,12 +55,12 @@ def _runs(rng, cv, noise, drift=0.0, history=1, rounds_factor=1.0, ttft_factor=1
     return past[-1], [point_summary(p) for p in past], current
 
 
-def _noise(history: list[dict]) -> dict:
+def _noise(history: list) -> dict:
     """The between-run SD of each metric from the stored runs, as compare() derives it (one point here)."""
     if len(history) < cmp.MIN_HISTORY:
         return {}
-    runs = [RunSummary("run", None, None, "slug", None, None, {"p": run}) for run in history]
-    return cmp.between_run_sd(runs, {"p": "model"})["model"]
+    runs = [RunSummary(run_id="run", slug="slug", points={"p": run}) for run in history]
+    return between_run_sd(runs, {"p": "model"})["model"]
 
 
 def _rates(trials, cv, noise, seed, config=None, **run_kwargs):
@@ -67,7 +69,7 @@ def _rates(trials, cv, noise, seed, config=None, **run_kwargs):
     metric_counts, point_counts = {}, {}
     for _ in range(trials):
         base, history, cur = _runs(rng, cv, noise, **run_kwargs)
-        pv = cmp.compare_point("p", base, cur, config, history, _noise(history))
+        pv = cmp.compare_point(base, cur, config, history, _noise(history))
         point_counts[pv.status] = point_counts.get(pv.status, 0) + 1
         for m in pv.metrics:
             key = (m.metric, m.verdict)
@@ -127,7 +129,7 @@ def test_direction_is_right_for_every_metric(factor, seed, noise):
 
     def verdicts(**factors):
         base, history, cur = _runs(rng, 0.01, noise, **factors)
-        return {m.metric: m.verdict for m in cmp.compare_point("p", base, cur, config, history).metrics}
+        return {m.metric: m.verdict for m in cmp.compare_point(base, cur, config, history).metrics}
 
     slower = verdicts(rounds_factor=factor, ttft_factor=factor, mem_factor=factor)
     assert slower == dict.fromkeys(["latency_s", "tokens_per_s", "ttft_s", "tpot_s", "peak_mem_bytes"], "regressed")
@@ -143,7 +145,7 @@ def test_direction_is_right_for_every_metric(factor, seed, noise):
        ttft=st.lists(st.floats(0.0001, 1.0), min_size=1, max_size=12), mem=st.one_of(st.none(), st.integers(1, 2**40)))
 def test_identical_samples_never_regress(rounds, ttft, mem):
     point = measurement(batch_size=4, output_tokens=64, rounds_s=rounds, ttft_rounds_s=ttft, peak_mem_bytes=mem)
-    pv = cmp.compare_point("p", point, dataclasses.replace(point), Config())
+    pv = cmp.compare_point(point, dataclasses.replace(point), Config())
     assert pv.status in ("unchanged", "inconclusive")
     assert all(m.verdict in ("unchanged", "inconclusive") for m in pv.metrics)
     assert all(m.change == 0 for m in pv.metrics)
@@ -258,7 +260,9 @@ def test_self_comparison_is_all_unchanged():
     c = cmp.compare(r, r)
     assert not c.has_regression
     assert {p.status for p in c.points} == {"unchanged"}
-    json.dumps(c.to_dict())  # serialisable as it is
+    saved = json.loads(json.dumps(c.to_dict()))  # serialisable as it is
+    assert saved["baseline_fingerprint"]["slug"] == r.slug and saved["has_regression"] is False
+    assert [p["id"] for p in saved["points"]] == list(r.points)
 
 
 def test_one_slower_point_and_only_it_regresses():
@@ -273,7 +277,8 @@ def test_one_slower_point_and_only_it_regresses():
 
 def _history_file(raw, runs: int, seed: int = 11) -> dict:
     """raw as a baseline with `runs` stored runs: earlier runs are re-drawn with other noise."""
-    from pruned_perf.analysis.results import HISTORY_KEY, run_summary
+    from pruned_perf.analysis.history import run_summary
+    from pruned_perf.analysis.results import HISTORY_KEY
 
     summaries = []
     for i in range(runs - 1):
@@ -310,7 +315,8 @@ def test_with_a_history_a_slowdown_beyond_every_stored_run_regresses():
 def _drifting_history(raw, runs: int, spread: float, seed: int = 5) -> dict:
     """raw as a baseline whose `runs` stored runs each moved every point by its own factor exp(N(0, spread)),
     as single points do on a shared CPU (measured A/A: latency SD 8-34% per model)."""
-    from pruned_perf.analysis.results import HISTORY_KEY, run_summary
+    from pruned_perf.analysis.history import run_summary
+    from pruned_perf.analysis.results import HISTORY_KEY
 
     rng = random.Random(seed)
     summaries = []
@@ -496,6 +502,15 @@ def test_oom_transitions_new_and_missing():
     assert statuses[point_id("m", "dense", 128, 12, 128)] == "new"
     assert statuses[point_id("m", "dense", 64, 12, 128)] == "missing"
     assert cmp.compare(cur, base).has_regression  # newly OOM is a regression
+    # each verdict carries its point and the measurements it had: a new one only this run's, a missing one
+    # only the baseline's (what places it in a table), and the JSON says where each point belongs
+    verdicts = cmp.compare(cur, base).by_id()
+    new, missing = verdicts[point_id("m", "dense", 128, 12, 128)], verdicts[point_id("m", "dense", 64, 12, 128)]
+    assert (new.baseline, new.current) == (None, cur.points[new.id]) and new.point.batch_size == 128
+    assert (missing.baseline, missing.current) == (base.points[missing.id], None)
+    assert missing.to_dict()["info"] == {"model": "m", "method": "dense", "params": missing.baseline.params,
+                                         "batch_size": 64, "input_tokens": 12, "output_tokens": 128,
+                                         "backend": "eager", "oom": False}
 
 
 def test_other_hardware_is_refused_unless_allowed():
@@ -598,10 +613,10 @@ def test_config_bad_files(tmp_path):
 def test_data_on_one_side_only_is_inconclusive_not_a_pass():
     base = measurement(output_tokens=8, rounds_s=[1.0] * 5, ttft_rounds_s=[0.1] * 5, peak_mem_bytes=100)
     cur = measurement(output_tokens=8, rounds_s=[1.0] * 5, ttft_rounds_s=[], peak_mem_bytes=None)
-    pv = cmp.compare_point("p", base, cur, Config())
+    pv = cmp.compare_point(base, cur, Config())
     assert pv.status == "inconclusive"
     assert pv.metric("ttft_s").reason == "no ttft_s data in the current"
     assert pv.metric("peak_mem_bytes").verdict == "inconclusive"
     assert pv.metric("latency_s").verdict == "unchanged"
     empty = measurement(output_tokens=8, rounds_s=[])
-    assert cmp.compare_point("p", empty, dataclasses.replace(empty), Config()).status == "inconclusive"
+    assert cmp.compare_point(empty, dataclasses.replace(empty), Config()).status == "inconclusive"

@@ -19,10 +19,10 @@ except ImportError:
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _comparison(statuses: dict) -> Comparison:
-    """Verdicts as compare would give them: the figure draws statuses, how they are reached is
-    test_compare's business (and changes with the statistics)."""
-    return Comparison([PointVerdict(pid, status) for pid, status in statuses.items()])
+def _comparison(results, statuses: dict) -> Comparison:
+    """Verdicts as compare would give them (point id -> status, of points of `results`): the figure draws
+    statuses, how they are reached is test_compare's business (and changes with the statistics)."""
+    return Comparison([PointVerdict(results.points[pid].point, status) for pid, status in statuses.items()])
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_baseline_dashed_and_regressed_point_ringed(raw):
     slow = point_id("llama-7b", "flap", 64, 12, 128)
     base = results_from_dict(raw, "base.json")
     cur = results_from_dict(scale_point(raw, slow, 1.3), "cur.json")
-    verdicts = _comparison({slow: REGRESSED})
+    verdicts = _comparison(cur, {slow: REGRESSED})
     ax = make_figure(cur, base, verdicts).axes[0]
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--" and len(line.get_xdata())]
     assert {line.get_color() for line in dashed} == {"gray", "black", "green", "blue"}
@@ -140,9 +140,9 @@ def test_newly_oom_point_is_ringed_where_the_baseline_had_it(raw):
     cur_raw = make_results([dict(b, extra_info=dict(b["extra_info"])) for b in raw["benchmarks"]])
     for b in cur_raw["benchmarks"]:
         if b["extra_info"]["id"] == gone:
-            b["extra_info"].update(oom=True, latency_s=None, tokens_per_s=None, rounds_s=None)
+            b["extra_info"].update(oom=True, latency_s=None, tokens_per_s=None, rounds_s=[])
     base, cur = results_from_dict(raw, "base.json"), results_from_dict(cur_raw, "cur.json")
-    ax = make_figure(cur, base, _comparison({gone: NEWLY_OOM})).axes[0]
+    ax = make_figure(cur, base, _comparison(cur, {gone: NEWLY_OOM})).axes[0]
     [ring] = [c for c in ax.collections if c.get_offsets().shape[0]]
     where = (base.points[gone].latency_s, base.points[gone].tokens_per_s)
     assert tuple(ring.get_offsets()[0]) == pytest.approx(where)
@@ -318,5 +318,5 @@ def test_only_regressions_are_ringed(raw):
     r = results_from_dict(raw, "r.json")
     pid = point_id("llama-7b", "flap", 64, 12, 128)
     for status, rings in (("noisy", 0), ("inconclusive", 0), ("regressed", 1)):
-        ax = make_figure(r, r, Comparison([PointVerdict(pid, status)])).axes[0]
+        ax = make_figure(r, r, Comparison([PointVerdict(r.points[pid].point, status)])).axes[0]
         assert sum(c.get_offsets().shape[0] for c in ax.collections) == rings

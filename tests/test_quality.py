@@ -65,8 +65,8 @@ def _with_ppl(base_ppl: float, current_ppl: float):
 def test_compare_gates_perplexity_by_its_threshold_alone(current, status):
     base, cur = _with_ppl(30.0, current)
     comparison = compare(cur, base)
-    depth = [p for p in comparison.points if p.info["method"] == "depth"]
-    dense = [p for p in comparison.points if p.info["method"] == "dense"]
+    depth = [p for p in comparison.points if p.point.method == "depth"]
+    dense = [p for p in comparison.points if p.point.method == "dense"]
     assert [p.status for p in depth] == [status, status]  # +3.3% / +1% / -6.7% against a 2% threshold
     assert {p.status for p in dense} == {UNCHANGED}
     assert comparison.has_regression == (status == REGRESSED)

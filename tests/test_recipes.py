@@ -63,7 +63,7 @@ def test_a_method_added_as_the_readme_says_is_pruned_and_measured(monkeypatch, t
     assert logged["id"] == point.id and logged["rounds_s"] == m.rounds_s
     # the results carry its STYLE, last in the registry's order: the torch-free figure draws it so
     results = load_results(tmp_path / "points.jsonl")
-    assert list(results.methods)[-1] == toy.NAME and results.methods[toy.NAME] == toy.STYLE
+    assert list(results.methods)[-1] == toy.NAME and results.methods[toy.NAME].to_dict() == toy.STYLE
     [line] = [line for line in make_figure(results).axes[0].get_lines() if len(line.get_xdata())]
     assert (line.get_color(), line.get_marker()) == ("tab:orange", "^")
 

@@ -137,7 +137,7 @@ def test_comparison_shows_warnings_missing_and_newly_oom(raw):
     oom_id = point_id("llama-7b", "flap", 64, 12, 128)
     for b in cur_raw["benchmarks"]:
         if b["extra_info"]["id"] == oom_id:
-            b["extra_info"].update(oom=True, latency_s=None, tokens_per_s=None, rounds_s=None)
+            b["extra_info"].update(oom=True, latency_s=None, tokens_per_s=None, rounds_s=[])
     cur = _results(cur_raw, "cur.json")
     text = render(cur, compare(cur, base))
     assert "warning: driver differs: baseline 570.124.06, results 580.0" in text

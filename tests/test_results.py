@@ -5,11 +5,14 @@ import os
 
 import pytest
 
-from pruned_perf.analysis.results import (HISTORY_KEY, HISTORY_RUNS, baseline_path, list_baselines, load_results,
-                                          merge_results, resolve_baseline, store_baseline)
+from pruned_perf.analysis.baselines import (HISTORY_RUNS, baseline_path, list_baselines, resolve_baseline,
+                                            store_baseline)
+from pruned_perf.analysis.history import RunSummary, run_summary
+from pruned_perf.analysis.merge import merge_results
+from pruned_perf.analysis.results import HISTORY_KEY, load_results
 from pruned_perf.atomic import write_json_atomic
 from pruned_perf.errors import UserError
-from pruned_perf.schema import Measurement
+from pruned_perf.schema import Fingerprint, Measurement, MethodStyle, RunMeta
 
 try:
     from tests.synthetic_results import make_point, make_results, sweep, write
@@ -34,8 +37,11 @@ def test_load_results_reads_points_by_id(results_file):
     assert r.points["llama-7b-flap-in12-out128-M8-eager"].oom is True
     # the typed points are the file's extra_info, field for field
     assert [b["extra_info"] for b in r.raw["benchmarks"]] == [p.to_dict() for p in r.points.values()]
-    assert r.to_json() == r.raw
-    assert list(r.methods) == ["dense", "depth", "llm-pruner", "flap"] and r.methods["flap"]["color"] == "green"
+    assert r.to_json() == r.raw  # the typed meta too: what was read is written back unchanged
+    assert list(r.methods) == ["dense", "depth", "llm-pruner", "flap"]
+    assert r.methods["flap"] == MethodStyle("green", "o")
+    assert isinstance(r.fingerprint, Fingerprint) and r.fingerprint.torch == "2.11.0"
+    assert r.meta.run_id == "run-1" and r.failed == [] and r.datetime.startswith("2025-01-01")
 
 
 def _bad(tmp_path, mutate):
@@ -46,7 +52,7 @@ def _bad(tmp_path, mutate):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda r: r["machine_info"]["pruned_perf"].update(schema=1),
-     r"results schema 1 is not supported \(supported schema: 2\)"),
+     r"machine_info\.pruned_perf: schema must be a supported schema \(2\), got 1"),
     (lambda r: r["machine_info"].pop("pruned_perf"), "no machine_info.pruned_perf.schema"),
     (lambda r: r.update(benchmarks=[]), "no benchmarks"),
     (lambda r: r["benchmarks"][1].pop("extra_info"), r"benchmark 1 \(test_generate\[.*M8-eager\]\) has no extra_info"),
@@ -57,8 +63,22 @@ def _bad(tmp_path, mutate):
      r"benchmark 1: measurement id .*M1-eager' does not match its fields \('.*M8-eager'\)"),
     (lambda r: r["benchmarks"][0]["extra_info"].pop("dtype"), "benchmark 0: measurement .* lacks fields: dtype"),
     (lambda r: r["machine_info"]["pruned_perf"].update(methods={"flap": {"color": "green"}}),
-     r"machine_info\.pruned_perf\.methods must map each method to its style \(color, marker"),
-    (lambda r: r["benchmarks"][0]["extra_info"].update(batch_size="8"), "extra_info.batch_size must be int"),
+     r"machine_info\.pruned_perf\.methods\.flap lacks fields: marker"),
+    (lambda r: r["machine_info"]["pruned_perf"].update(methods=["flap"]),
+     r"machine_info\.pruned_perf: methods must be an object mapping each method to its style \(color, marker\)"),
+    (lambda r: r["machine_info"]["pruned_perf"].update(session={"failed": "t::a"}),
+     r"machine_info\.pruned_perf\.session: failed must be a list of strings, got 't::a'"),
+    (lambda r: r["machine_info"]["pruned_perf"].update(profile=""), r"profile must be a file-safe name"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(batch_size="8"),
+     r"benchmark 0: measurement '.*M1-eager': batch_size must be a positive integer, got '8'"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(backend="fast"),
+     r"benchmark 0: measurement '.*': backend must be one of eager, static, got 'fast'"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(oom="no"), r"oom must be true or false, got 'no'"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(calls_per_round=0),
+     r"calls_per_round must be a positive integer, got 0"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(ppl=-1.0), r"ppl must be a finite non-negative number or null"),
+    (lambda r: r["benchmarks"][0]["extra_info"].update(layers=None), r"layers must be a list, got None"),
+    (lambda r: r["benchmarks"][1]["extra_info"].update(schema=1), r"benchmark 1: measurement '.*': schema 1 is not"),
     (lambda r: r["benchmarks"][0]["extra_info"].update(rounds_s=None), "rounds_s must be a non-empty list"),
     (lambda r: r["benchmarks"][0]["extra_info"].update(rounds_s=[1.0, float("nan")]), "rounds_s must be .*finite"),
     (lambda r: r["benchmarks"][0]["extra_info"].update(rounds_s=[1.0, -1.0]), "rounds_s must be .*positive"),
@@ -67,9 +87,13 @@ def _bad(tmp_path, mutate):
     (lambda r: r["benchmarks"][0]["extra_info"].update(tokens_per_s=0), "tokens_per_s must be a finite positive"),
     (lambda r: r["benchmarks"][0]["extra_info"].update(tpot_s=-0.01), "tpot_s must be a finite non-negative"),
     (lambda r: r["benchmarks"][0]["extra_info"].update(ttft_rounds_s=[float("nan")]), "ttft_rounds_s must be"),
-    (lambda r: r["machine_info"]["pruned_perf"]["fingerprint"].update(slug="../etc"), "not a file-safe name"),
+    (lambda r: r["machine_info"]["pruned_perf"]["fingerprint"].update(slug="../etc"),
+     r"machine_info\.pruned_perf\.fingerprint: slug must be a file-safe name \(letters, digits, \. _ -\), "
+     r"got '\.\./etc'"),
     (lambda r: r["machine_info"]["pruned_perf"]["fingerprint"].pop("slug"),
-     r"machine_info\.pruned_perf\.fingerprint\.slug is missing"),
+     r"machine_info\.pruned_perf\.fingerprint lacks fields: slug"),
+    (lambda r: r["machine_info"]["pruned_perf"]["fingerprint"].update(memory_bytes="141G"),
+     r"fingerprint: memory_bytes must be an integer >= 0 or null, got '141G'"),
 ])
 def test_invalid_results_give_one_clear_message(tmp_path, mutate, message):
     path = _bad(tmp_path, mutate)
@@ -168,10 +192,10 @@ def test_merge_results_concatenates_shards(tmp_path):
     a = write(tmp_path / "a.json", make_results(sweep(methods=("dense",), batch_sizes=(1, 8))))
     b = write(tmp_path / "b.json", make_results(sweep(methods=("flap",), batch_sizes=(1, 8))))
     merged = merge_results([a, b])
-    out = write(tmp_path / "m.json", merged)
+    out = write(tmp_path / "m.json", merged.to_json())
     points = load_results(out).points
     assert len(points) == 4
-    assert merged["machine_info"] == load_results(a).raw["machine_info"]
+    assert json.loads(open(out).read())["machine_info"] == load_results(a).raw["machine_info"]
     # the dense points were in another shard: the speedup is computed across shards
     flap, dense = points["llama-7b-flap-in12-out128-M8-eager"], points["llama-7b-dense-in12-out128-M8-eager"]
     assert flap.speedup_vs_dense == pytest.approx(dense.latency_s / flap.latency_s)
@@ -201,7 +225,8 @@ def test_merge_refuses_overlapping_shards_and_bad_schema(tmp_path):
     with pytest.raises(UserError, match="'llama-7b-dense-in12-out128-M1-eager' is in both .*a.json and .*b.json"):
         merge_results([a, b])
     c = write(tmp_path / "c.json", make_results([make_point(method="flap")], schema=1))
-    with pytest.raises(UserError, match="c.json: results schema 1 is not supported"):
+    with pytest.raises(UserError, match=r"c.json: machine_info.pruned_perf: schema must be a supported schema \(2\), "
+                                        r"got 1"):
         merge_results([a, c])
     with pytest.raises(UserError, match="at least one"):
         merge_results([])
@@ -210,7 +235,9 @@ def test_merge_refuses_overlapping_shards_and_bad_schema(tmp_path):
 def test_merge_joins_the_failed_tests_of_every_shard(tmp_path):
     a = write(tmp_path / "a.json", make_results(sweep(methods=("dense",), batch_sizes=(1,)), failed=["t::a"]))
     b = write(tmp_path / "b.json", make_results(sweep(methods=("flap",), batch_sizes=(1,)), failed=["t::b"]))
-    assert merge_results([a, b])["machine_info"]["pruned_perf"]["session"]["failed"] == ["t::a", "t::b"]
+    merged = merge_results([a, b])
+    assert merged.failed == ["t::a", "t::b"]
+    assert merged.to_json()["machine_info"]["pruned_perf"]["session"]["failed"] == ["t::a", "t::b"]
 
 
 # ---------------------------------------------------------------- speedups and the run history
@@ -239,11 +266,22 @@ def test_baseline_keeps_a_capped_history_of_runs_newest_last(tmp_path):
     stored = load_results(dest)
     assert [run.run_id for run in stored.runs] == [f"run-{i}" for i in range(2, HISTORY_RUNS + 2)]
     newest = stored.runs[-1].points["llama-7b-flap-in12-out128-M8-eager"]
-    assert newest["latency_s"] == stored.points["llama-7b-flap-in12-out128-M8-eager"].latency_s
-    assert newest["probe_s"] > 0
+    assert newest.median("latency_s") == stored.points["llama-7b-flap-in12-out128-M8-eager"].latency_s
+    assert newest.probe_s > 0
     # storing the same run again replaces its entry instead of counting it twice
     _, runs = store_baseline(_run(tmp_path, f"run-{HISTORY_RUNS + 1}", seed=0), store)
     assert runs == HISTORY_RUNS
+
+
+def test_a_run_summary_reads_back_as_written_an_oom_point_as_oom_only(tmp_path):
+    r = load_results(write(tmp_path / "r.json", make_results(sweep(batch_sizes=(1, 8), oom_from={"llama-7b": 8}))))
+    summary = run_summary(r)
+    assert RunSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
+    oom = summary.points["llama-7b-flap-in12-out128-M8-eager"]
+    measured = summary.points["llama-7b-flap-in12-out128-M1-eager"]
+    assert oom.to_dict() == {"oom": True} and oom.median("latency_s") is None
+    assert measured.median("latency_s") == r.points["llama-7b-flap-in12-out128-M1-eager"].latency_s
+    assert (summary.run_id, summary.slug, summary.torch) == ("run-1", SLUG, "2.11.0")
 
 
 def test_baseline_update_refuses_a_run_with_failed_tests_unless_forced(tmp_path):
@@ -268,8 +306,10 @@ def test_baseline_update_refuses_widely_spread_rounds_naming_the_points(tmp_path
 
 @pytest.mark.parametrize("corrupt, message", [
     (lambda h: h.append({"points": {}, "slug": "nvidia-h100-80gb"}), r"pruned_perf_history\[1\] is from hardware"),
-    (lambda h: h[0].pop("points"), r"pruned_perf_history\[0\] is not a run summary"),
-    (lambda h: h[0]["points"].update(x={"latency_s": float("nan")}), "point 'x' has bad values for latency_s"),
+    (lambda h: h[0].pop("points"), r"pruned_perf_history\[0\] lacks fields: points"),
+    (lambda h: h[0].update(run_id=7), r"pruned_perf_history\[0\]: run_id must be a string or null, got 7"),
+    (lambda h: h[0]["points"].update(x={"latency_s": float("nan")}),
+     r"pruned_perf_history\[0\]\.points\.x has bad values for latency_s: \{'latency_s': nan\}"),
     (lambda h: h.clear(), "must be a non-empty list"),
 ])
 def test_a_corrupt_history_is_one_error_and_the_store_stays_untouched(tmp_path, corrupt, message):
@@ -379,3 +419,49 @@ def test_a_point_log_is_never_a_baseline_and_a_bad_log_is_one_error(tmp_path):
         load_results(empty)
     with pytest.raises(UserError, match="no such point log"):
         load_results(tmp_path / "none.jsonl")
+
+
+# ---------------------------------------------------------------- the records' from_dict checks
+
+
+def test_a_measurement_names_itself_the_field_and_the_bad_value():
+    good = make_point(batch_size=1)["extra_info"]
+    typed = Measurement.from_dict(good)
+    assert Measurement.from_dict(typed.to_dict()) == typed  # what was read is written back
+    for field, bad, message in (
+            ("latency_s", None, r"latency_s must be a finite positive number, got None"),
+            ("rounds_s", [], r"rounds_s must be a non-empty list of finite positive seconds, got \[\]"),
+            ("params", -1, r"params must be an integer >= 0, got -1"),
+            ("model", "", r"model must be a non-empty string, got ''"),
+            ("warmup_s", [1.0, "x"], r"warmup_s must be a list of finite non-negative numbers, got \[1.0, 'x'\]"),
+            ("structure_from_random_weights", 1, r"structure_from_random_weights must be true or false, got 1")):
+        with pytest.raises(UserError, match=rf"^measurement '{good['id']}': {message}$"):
+            Measurement.from_dict({**good, field: bad})
+
+
+def test_a_point_that_ran_out_of_memory_may_lack_its_timings_but_not_its_identity():
+    oom = make_point(batch_size=8, oom=True)["extra_info"]
+    assert oom["latency_s"] is None and oom["rounds_s"] == []
+    assert Measurement.from_dict(oom).oom
+    with pytest.raises(UserError, match=r"rounds_s must be a list of finite positive seconds, got None"):
+        Measurement.from_dict({**oom, "rounds_s": None})  # empty, not null (docs/results-schema.md)
+    with pytest.raises(UserError, match=r"batch_size must be a positive integer, got True"):
+        Measurement.from_dict({**oom, "batch_size": True})
+    with pytest.raises(UserError, match=r"a measurement must be an object, got \[\]"):
+        Measurement.from_dict([])
+
+
+def test_run_meta_reads_back_as_written_and_names_its_bad_fields():
+    meta = make_results([make_point()])["machine_info"]["pruned_perf"]
+    typed = RunMeta.from_dict(meta)
+    assert typed.to_dict() == meta and typed.fingerprint.slug == SLUG and typed.methods["dense"].marker
+    header = {k: v for k, v in meta.items() if k not in ("session", "run_id")}  # a point log's header
+    assert RunMeta.from_dict(header).session is None and RunMeta.from_dict(header).to_dict() == header
+    for change, message in (({"run_id": 3}, r"^machine_info\.pruned_perf: run_id must be a string or null, got 3$"),
+                            ({"fingerprint": "gpu"}, r"^machine_info\.pruned_perf: fingerprint must be an object"),
+                            ({"methods": {"flap": {"color": "", "marker": "o"}}},
+                             r"^machine_info\.pruned_perf\.methods\.flap: color must be a non-empty string, got ''$")):
+        with pytest.raises(UserError, match=message):
+            RunMeta.from_dict({**meta, **change})
+    with pytest.raises(UserError, match=r"^Fingerprint: torch must be a string or null, got 2.11$"):
+        Fingerprint.from_dict({**meta["fingerprint"], "torch": 2.11})

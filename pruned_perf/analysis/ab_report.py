@@ -36,7 +36,7 @@ def _header(ab: ABResults, fmt: str) -> str:
     family = max((p.ab.family for p in ab.points.values()), default=1)
     title = f"pruned_perf A/B: new vs base, profile {results.profile}, {len(ab.points)} points"
     lines = [f"## {title}" if fmt == "github" else title,
-             f"Hardware {results.fingerprint.get('slug')}",
+             f"Hardware {results.slug}",
              f"base: {ab.workers['base'].describe()}",
              f"new:  {ab.workers['head'].describe()}"]
     differ = [k for k in ("torch", "transformers", "python", "threads")

@@ -1,7 +1,7 @@
 """Verdicts of current results against a baseline and its history of runs. Torch-free.
 
 Per point and metric the verdict is one of `improved | unchanged | regressed | noisy | inconclusive`,
-decided in three steps (the rule, and the false-alarm rates measured with it, are in the README):
+decided in three steps (the rule in words, and the false-alarm rates measured with it: docs/verdicts.md):
 
 1. Within the run: the relative change of the medians beyond the metric's threshold AND an exact
    one-sided Mann-Whitney U test of the raw rounds against the baseline run's rounds with p < alpha.
@@ -11,11 +11,11 @@ decided in three steps (the rule, and the false-alarm rates measured with it, ar
    a run stay tight, so a significant change must also lie beyond the median of every stored run of
    the baseline (its history, up to 10 runs) by more than the threshold. With fewer than MIN_HISTORY
    stored runs the spread between runs is unknown: a time or a speedup must then move by more than
-   `drift_allowance`, measured in A/A runs; memory needs only the threshold. With MIN_HISTORY or more
-   stored runs it must also lie more than `history_sigmas` between-run standard deviations from the
-   mean of the stored medians (log scale; the SD pooled over the model's points, since 3 runs say little
-   about one point while a model's points drift alike). A noisy machine thus gets a wide gate, a
-   steady one a narrow gate, both measured rather than assumed. Else `noisy`.
+   `drift_allowance` (chosen from A/A trials: docs/verdict-trials.md); memory needs only the threshold.
+   With MIN_HISTORY or more stored runs it must also lie more than `history_sigmas` between-run
+   standard deviations from the mean of the stored medians (log scale; the SD pooled over the model's
+   points, since 3 runs say little about one point while a model's points drift alike). A noisy machine
+   thus gets a wide gate, a steady one a narrow gate, both measured rather than assumed. Else `noisy`.
 3. Steadiness: a time that got worse while the steadiness probe of its point says the machine was
    markedly slower (probe median more than `probe_tolerance` above the baseline's) or noisier (probe
    rounds spread over more than twice that, and twice the baseline's spread) is `noisy`, not
@@ -40,14 +40,15 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from pruned_perf.analysis.config import Config, Settings
-from pruned_perf.analysis.metrics import BY_NAME, LOWER_IS_BETTER, METRICS, Metric, is_number
-from pruned_perf.analysis.results import Results, RunSummary, competing_cpu, point_summary
+from pruned_perf.analysis.history import PointSummary, between_run_sd, point_summary
+from pruned_perf.analysis.metrics import BY_NAME, LOWER_IS_BETTER, METRICS, Metric
+from pruned_perf.analysis.results import Results
 from pruned_perf.analysis.stats import mann_whitney_p, min_p_value
 from pruned_perf.errors import UserError
-from pruned_perf.schema import Measurement
+from pruned_perf.schema import Fingerprint, Measurement, Point, is_number
 
 SOFTWARE_KEYS = ("torch", "transformers", "driver", "cuda")
 # Fewer stored runs than this and the envelope of their medians says little about the spread between runs.
@@ -58,8 +59,7 @@ NEW, MISSING, NEWLY_OOM, NO_LONGER_OOM = "new", "missing", "newly-oom", "no-long
 REGRESSION_STATUSES = (REGRESSED, NEWLY_OOM)
 # Worst first: the status of a point is the first of these that any of its metrics has.
 _SEVERITY = (REGRESSED, INCONCLUSIVE, NOISY, IMPROVED, UNCHANGED)
-# Fields that place a point in a table or a figure; kept in every verdict so that a missing point
-# (present only in the baseline) can still be shown.
+# Fields of a point that the JSON of a verdict carries (`info`): what places it in a table or a figure.
 _INFO_KEYS = ("model", "method", "params", "batch_size", "input_tokens", "output_tokens", "backend", "oom")
 
 
@@ -79,10 +79,23 @@ class MetricVerdict:
 
 @dataclass
 class PointVerdict:
-    id: str
+    """The verdict of one point, with the point's measurement in the baseline's run and in this one
+    (None where it is only in the other: `new`, `missing`)."""
+
+    point: Point
     status: str
     metrics: list[MetricVerdict] = field(default_factory=list)
-    info: dict = field(default_factory=dict)
+    baseline: Measurement | None = None
+    current: Measurement | None = None
+
+    @property
+    def id(self) -> str:
+        return self.point.id
+
+    @property
+    def measurement(self) -> Measurement:
+        """The point as this run measured it, or as the baseline's did where this run did not."""
+        return self.current if self.current is not None else self.baseline
 
     def metric(self, name: str) -> MetricVerdict | None:
         return next((m for m in self.metrics if m.metric == name), None)
@@ -91,13 +104,18 @@ class PointVerdict:
     def is_regression(self) -> bool:
         return self.status in REGRESSION_STATUSES
 
+    def to_dict(self) -> dict:
+        measurement = self.measurement
+        info = {k: getattr(measurement, k) for k in _INFO_KEYS} if measurement is not None else {}
+        return {"id": self.id, "status": self.status, "metrics": [asdict(m) for m in self.metrics], "info": info}
+
 
 @dataclass
 class Comparison:
     points: list[PointVerdict]
     warnings: list[str] = field(default_factory=list)
     baseline_path: str = ""
-    baseline_fingerprint: dict = field(default_factory=dict)
+    baseline_fingerprint: Fingerprint | None = None
     history_runs: int = 1
     # median over points of (current probe / baseline probe): how much slower the machine was
     machine_factor: float | None = None
@@ -122,7 +140,11 @@ class Comparison:
         return counts
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        """The verdicts as JSON (`compare --json`)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["points"] = [p.to_dict() for p in self.points]
+        d["baseline_fingerprint"] = self.baseline_fingerprint.to_dict() if self.baseline_fingerprint else {}
+        d["others_cpu"] = list(self.others_cpu) if self.others_cpu is not None else None
         d["has_regression"] = self.has_regression
         return d
 
@@ -195,27 +217,6 @@ def memory_verdict(baseline: float, current: float, threshold: float, metric: st
 # ---------------------------------------------------------------- step 2: between runs
 
 
-def between_run_sd(runs: list[RunSummary], models: dict[str, str]) -> dict[str, dict[str, float]]:
-    """model -> metric -> the standard deviation of a point's log median from one stored run to the next,
-    pooled over the model's points (each point's own mean taken out). `models` maps point ids to their
-    model; metrics that do not drift with the machine have none."""
-    sums: dict[tuple[str, str], list] = {}
-    for pid, model in models.items():
-        for metric in (m for m in METRICS if m.drifts):
-            values = [run.median(pid, metric.name) for run in runs]
-            logs = [math.log(v) for v in values if v is not None and v > 0]
-            if len(logs) < 2:
-                continue
-            mean = sum(logs) / len(logs)
-            acc = sums.setdefault((model, metric.name), [0.0, 0])
-            acc[0] += sum((x - mean) ** 2 for x in logs)
-            acc[1] += len(logs) - 1
-    sds: dict[str, dict[str, float]] = {}
-    for (model, metric), (squares, dof) in sums.items():
-        sds.setdefault(model, {})[metric] = math.sqrt(squares / dof)
-    return sds
-
-
 def between_runs_reason(metric: Metric, verdict: MetricVerdict, history: list[float],
                         settings: Settings, sd: float | None = None) -> str:
     """Why a significant change is still within the spread between runs ("" when it is beyond it).
@@ -263,12 +264,19 @@ def machine_reason(metric: Metric, verdict: MetricVerdict, baseline: Measurement
     sees: the probe runs between rounds (and on a GPU times the GPU); the run-queue wait sees other
     processes only while this one's threads queue; others' CPU use sees them whether or not they
     delayed this process, and sees the hypervisor's other guests (steal); it counts on the CPU only
-    (results.competing_cpu)."""
+    (competing_cpu)."""
     return (_probe_reason(metric, verdict, baseline, current, settings)
             or _share_reason(verdict, baseline.runqueue_wait_frac, current.runqueue_wait_frac,
                              settings.runqueue_tolerance, _WAITED)
             or _share_reason(verdict, competing_cpu(baseline), competing_cpu(current),
                              settings.others_tolerance, _OTHERS))
+
+
+def competing_cpu(point: Measurement) -> float | None:
+    """Cores' worth of CPU that anything else used during the point's rounds, where that competes with
+    the run: on the CPU only. A GPU run's host thread, alone on one of many cores, does not compete with
+    other work that never made it wait (the run-queue wait would show it if it did)."""
+    return point.others_cpu_frac if point.device == "cpu" else None
 
 
 # What a busy machine did, per signal: {run} is "" or " in the baseline's run", {v} the value there.
@@ -316,27 +324,26 @@ def _probe_spread(point: Measurement) -> float:
 # ---------------------------------------------------------------- a point
 
 
-def compare_point(pid: str, baseline: Measurement, current: Measurement, config: Config,
-                  history: list[dict] | None = None, noise: dict[str, float] | None = None) -> PointVerdict:
-    """Verdict of one point; `history` holds this point's metric medians in each stored run (default:
-    the baseline's own), `noise` the between-run SD of each metric of its model (between_run_sd)."""
-    settings = config.settings_for(pid)
-    info = _info(current)
+def compare_point(baseline: Measurement, current: Measurement, config: Config,
+                  history: list[PointSummary] | None = None, noise: dict[str, float] | None = None) -> PointVerdict:
+    """Verdict of one point (the same in both runs); `history` holds its summary in each stored run
+    (default: the baseline's own), `noise` the between-run SD of each metric of its model (between_run_sd)."""
+    settings = config.settings_for(current.id)
+    verdict = PointVerdict(current.point, UNCHANGED, [], baseline, current)
     if current.oom and baseline.oom:
-        return PointVerdict(pid, UNCHANGED, [], info)
-    if current.oom:
-        return PointVerdict(pid, NEWLY_OOM, [], info)
-    if baseline.oom:
-        return PointVerdict(pid, NO_LONGER_OOM, [], info)
+        return verdict
+    if current.oom or baseline.oom:
+        verdict.status = NEWLY_OOM if current.oom else NO_LONGER_OOM
+        return verdict
     history = history if history else [point_summary(baseline)]
-    metrics = [v for metric in METRICS
-               if (v := _metric_verdict(metric, baseline, current, history, settings, noise or {})) is not None]
+    verdict.metrics = [v for metric in METRICS
+                       if (v := _metric_verdict(metric, baseline, current, history, settings, noise or {})) is not None]
     # A point with nothing to compare has not passed: it is inconclusive, not unchanged.
-    status = next((s for s in _SEVERITY if any(m.verdict == s for m in metrics)), INCONCLUSIVE)
-    return PointVerdict(pid, status, metrics, info)
+    verdict.status = next((s for s in _SEVERITY if any(m.verdict == s for m in verdict.metrics)), INCONCLUSIVE)
+    return verdict
 
 
-def _metric_verdict(metric: Metric, baseline: Measurement, current: Measurement, history: list[dict],
+def _metric_verdict(metric: Metric, baseline: Measurement, current: Measurement, history: list[PointSummary],
                     settings: Settings, noise: dict[str, float]) -> MetricVerdict | None:
     threshold = settings.thresholds[metric.name]
     if metric.samples is None:
@@ -353,7 +360,7 @@ def _metric_verdict(metric: Metric, baseline: Measurement, current: Measurement,
             return _one_sided(metric.name, "current" if base else "baseline")
         verdict = sample_verdict(metric.name, base, cur, threshold, settings.alpha, settings.min_rounds)
     if verdict.verdict in (REGRESSED, IMPROVED):
-        reason = between_runs_reason(metric, verdict, [run.get(metric.name) for run in history], settings,
+        reason = between_runs_reason(metric, verdict, [run.median(metric.name) for run in history], settings,
                                      noise.get(metric.name))
         if not reason and metric.machine is not None:
             reason = machine_reason(metric, verdict, baseline, current, settings)
@@ -384,19 +391,15 @@ def compare(current: Results, baseline: Results, config: Config | None = None,
     for pid, point in current.points.items():
         if pid in baseline.points:
             history = [run.points[pid] for run in runs if pid in run.points]
-            points.append(compare_point(pid, baseline.points[pid], point, config, history, sds.get(models[pid])))
+            points.append(compare_point(baseline.points[pid], point, config, history, sds.get(models[pid])))
         else:
-            points.append(PointVerdict(pid, NEW, [], _info(point)))
+            points.append(PointVerdict(point.point, NEW, current=point))
     for pid, point in baseline.points.items():
         if pid not in current.points:
-            points.append(PointVerdict(pid, MISSING, [], _info(point)))
-    return Comparison(points, warnings, baseline.path, dict(baseline.fingerprint), len(runs),
+            points.append(PointVerdict(point.point, MISSING, baseline=point))
+    return Comparison(points, warnings, baseline.path, baseline.fingerprint, len(runs),
                       _machine_factor(current, baseline, shared), _others_cpu(current, baseline, shared),
                       sds, config.history_sigmas)
-
-
-def _info(point: Measurement) -> dict:
-    return {k: getattr(point, k) for k in _INFO_KEYS}
 
 
 def _machine_factor(current: Results, baseline: Results, shared: list[str]) -> float | None:
@@ -423,20 +426,9 @@ def fingerprint_warnings(current: Results, baseline: Results, allow_mismatch: bo
             raise UserError(message + "; pass --allow-mismatch to compare anyway")
         warnings.append(message)
     for key in SOFTWARE_KEYS:
-        old, new = baseline.fingerprint.get(key), current.fingerprint.get(key)
+        old, new = getattr(baseline.fingerprint, key), getattr(current.fingerprint, key)
         if old != new:
             warnings.append(f"{key} differs: baseline {old}, results {new}")
     if current.profile != baseline.profile:
         warnings.append(f"profile differs: baseline {baseline.profile}, results {current.profile}")
     return warnings
-
-
-def compare_with_baseline(current: Results, spec: str, baselines_dir: str = "baselines",
-                          pyproject: str | None = None, allow_mismatch: bool = False):
-    """(baseline Results, Comparison) against a baseline given as FILE, DIR or `auto`."""
-    from pruned_perf.analysis.config import load_config
-    from pruned_perf.analysis.results import load_results, resolve_baseline
-
-    config = load_config(pyproject)  # read first: a bad pyproject fails before any work
-    baseline = load_results(resolve_baseline(spec, current, baselines_dir))
-    return baseline, compare(current, baseline, config, allow_mismatch=allow_mismatch)

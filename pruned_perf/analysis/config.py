@@ -49,27 +49,25 @@ DEFAULT_ALPHA = 0.008
 # The protocol's minimum; also the smallest equal sample size that can reach p < alpha (4 a side:
 # p >= 1/70). Fewer rounds on either side is inconclusive, never a pass.
 DEFAULT_MIN_ROUNDS = 5
-# How far identical code moved between back-to-back runs on a shared 2-core CPU under load (A/A,
-# docs/verdict-trials.md: latency 0.63x..1.79x, speedup over dense 0.57x..1.67x): a time or speedup must
-# move further than this before a baseline has MIN_HISTORY runs to measure the spread by.
+# With fewer than MIN_HISTORY stored runs the spread between runs is unknown: a time or speedup must move
+# by more than this (1.0: to twice or half) to count. Identical code on a shared CPU under load moves
+# nearly that far from one run to the next (chosen from trials: docs/verdict-trials.md).
 DEFAULT_DRIFT_ALLOWANCE = 1.0
-# The steadiness probe's own run-to-run wander on a quiet machine stays within about 10%.
+# The steadiness probe this much slower than in the baseline's run: the machine, not the code, explains a
+# slowdown. Above the probe's own run-to-run wander on a quiet machine (about 10%).
 DEFAULT_PROBE_TOLERANCE = 0.15
 # Thread-seconds of run-queue wait per second of a point's rounds beyond the baseline's (or below it, for
-# an improvement) that make a change `noisy`. Measured on the shared 2-core CPU: 0.00-0.03 quiet,
-# 0.6-1.0 under a CPU hog or a parallel test run.
+# an improvement) that make a change `noisy`: a quiet machine's threads wait a few hundredths of a second
+# per second, threads beside a CPU hog or a parallel test run most of it (docs/verdict-trials.md).
 DEFAULT_RUNQUEUE_TOLERANCE = 0.1
 # Cores' worth of CPU that anything but this process (other processes; other guests: steal) used during a
-# point's rounds beyond the baseline's that make a change `noisy`. Measured on the shared 2-core CPU:
-# 0.00-0.05 quiet, 0.62-1.01 beside a one-thread hog (docs/verdict-trials.md, fourth trials).
+# point's rounds beyond the baseline's that make a change `noisy`: a quarter of a core, well above a quiet
+# machine's background and well below one busy thread beside the run (docs/verdict-trials.md).
 DEFAULT_OTHERS_TOLERANCE = 0.25
 # With a history, a change must lie this many between-run standard deviations (pooled over the points of
-# the model, from the stored runs) from the history's mean. Chosen on 28 runs of the quick profile on the
-# shared 2-core CPU (docs/verdict-trials.md, second trials), against 3-run histories: at 2, 0 of 7 A/A
-# comparisons on the quiet machine cried wolf (2 of 4 under load) and one thread instead of two was caught
-# in 3 of 3; at 3, 1 of 11 and 1 of 3; without the rule, 6 of 11 and 3 of 3. Over all five series (sixth
-# trials) no value separates the two there: at 2, A/A 5 of 22 and one thread 8 of 14; at 4, A/A 0 of 22
-# but the MLP run 4 times caught in 1 of 3 runs only. 0: off.
+# the model, from the stored runs) from the history's mean: 2 keeps false alarms of identical code rare
+# while a one-thread slowdown is still caught in most runs; a larger value misses real slowdowns
+# (chosen from trials against 3-run histories: docs/verdict-trials.md). 0: off.
 DEFAULT_HISTORY_SIGMAS = 2.0
 
 _FRACTIONS = ("alpha", "drift_allowance", "probe_tolerance", "runqueue_tolerance", "others_tolerance",

@@ -6,20 +6,14 @@ here plus the code that measures its rounds.
 """
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass
 from typing import Callable
 
-from pruned_perf.schema import Measurement
+from pruned_perf.schema import Measurement, is_number
 
 LOWER_IS_BETTER = "lower"
 HIGHER_IS_BETTER = "higher"
-
-
-def is_number(value) -> bool:
-    """A real, finite number (bool is an int subclass, but True is no latency)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _rounds(field: str) -> Callable[[Measurement], list]:
@@ -53,7 +47,8 @@ class Metric:
     name: str
     better: str
     # Moves with the machine's state from one run to the next: every time, and on a shared CPU even the
-    # speedup over dense measured within one run (A/A: 0.57x..1.67x); not the allocator's peak memory.
+    # speedup over dense measured within one run (its dense and pruned points ran at different moments);
+    # not the allocator's peak memory.
     drifts: bool
     threshold: float  # default relative change of the median that counts
     samples: Callable[[Measurement], list] | None  # None: one deterministic number, the summary field itself

@@ -22,12 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pruned_perf.analysis.compare import NEWLY_OOM, REGRESSED, Comparison
-from pruned_perf.analysis.metrics import BY_NAME, is_number
-from pruned_perf.analysis.results import STYLE_KEYS, Results, method_rank, method_styles
+from pruned_perf.analysis.metrics import BY_NAME
+from pruned_perf.analysis.results import Results, method_rank, method_styles
 from pruned_perf.atomic import atomic_path
 from pruned_perf.errors import UserError
 from pruned_perf.pruning.sizing import format_params
-from pruned_perf.schema import Measurement
+from pruned_perf.schema import Measurement, MethodStyle, is_number
 
 FIGURE_SUFFIXES = (".png", ".svg")
 # A method's colour and marker are its own (its module's STYLE, carried by the results: method_styles);
@@ -141,19 +141,19 @@ def _wrap_title(title: str, width_in: float) -> str:
 
 
 def _hardware(results: Results) -> str:
-    name = results.fingerprint.get("name")
+    name = results.fingerprint.name
     return f"{name} ({results.slug})" if name else results.slug
 
 
 def _measured_at(results: Results) -> str:
     """The results' datetime in minutes (UTC where the file says the zone); as written if not ISO."""
-    raw = results.raw.get("datetime")
-    if not raw:
+    written = results.datetime
+    if not written:
         return "date unknown"
     try:
-        when = datetime.fromisoformat(str(raw))
+        when = datetime.fromisoformat(written)
     except ValueError:
-        return str(raw)
+        return written
     if when.tzinfo is None:
         return when.strftime("%Y-%m-%d %H:%M")
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -174,8 +174,7 @@ def _styles(results: Results, baseline: Results | None) -> dict[str, dict[tuple,
     order = list(known)
     methods = sorted({p.method for p in points}, key=lambda m: method_rank(m, order))
     auto = iter(range(len(methods)))
-    method_base = {m: {k: known[m][k] for k in STYLE_KEYS} if m in known else _auto_style(next(auto))
-                   for m in methods}
+    method_base = {m: known[m] if m in known else _auto_style(next(auto)) for m in methods}
     backends = {p.backend for p in points}
     random = {(p.model, _series_key(p)) for p in points if p.structure_from_random_weights}
     styles: dict[str, dict[tuple, dict]] = {}
@@ -187,11 +186,12 @@ def _styles(results: Results, baseline: Results | None) -> dict[str, dict[tuple,
     return styles
 
 
-def _series_style(key: tuple, keys: list[tuple], method_base: dict, many_backends: bool,
+def _series_style(key: tuple, keys: list[tuple], method_base: dict[str, MethodStyle], many_backends: bool,
                   random_weights: bool = False) -> dict:
+    """The matplotlib keywords of one series' line: its method's colour and marker, a line style per size."""
     method, params, backend = key
     sizes = sorted({k[1] for k in keys if k[0] == method})
-    style = dict(method_base[method])
+    style = method_base[method].to_dict()
     style["linestyle"] = _SIZE_LINESTYLES[sizes.index(params) % len(_SIZE_LINESTYLES)]
     label = f"{method} {format_params(params)}" if params else method  # as the reference: "Ours 4.9B"
     if random_weights:  # FLAP's widths, and so its speed, came from random weights' statistics
@@ -204,8 +204,8 @@ def _series_style(key: tuple, keys: list[tuple], method_base: dict, many_backend
     return style
 
 
-def _auto_style(i: int) -> dict:
-    return {"color": _AUTO_COLORS[i % len(_AUTO_COLORS)], "marker": _AUTO_MARKERS[i % len(_AUTO_MARKERS)]}
+def _auto_style(i: int) -> MethodStyle:
+    return MethodStyle(_AUTO_COLORS[i % len(_AUTO_COLORS)], _AUTO_MARKERS[i % len(_AUTO_MARKERS)])
 
 
 def _regressed_ids(comparison: Comparison | None) -> dict[str, str]:

@@ -54,13 +54,14 @@ def render(results: Results, comparison: Comparison | None = None, fmt: str = "g
 def _header(results: Results, comparison: Comparison | None, fmt: str) -> str:
     fp = results.fingerprint
     n_oom = sum(1 for p in results.points.values() if p.oom)
-    software = ", ".join(f"{k} {fp[k]}" for k in ("driver", "cuda", "torch", "transformers") if fp.get(k))
+    software = ", ".join(f"{k} {getattr(fp, k)}" for k in ("driver", "cuda", "torch", "transformers")
+                         if getattr(fp, k))
     title = f"pruned_perf results: profile {results.profile}, {len(results.points)} points ({n_oom} OOM)"
     lines = [f"## {title}" if fmt == "github" else title,
-             f"Hardware {fp.get('slug')} ({fp.get('name', fp.get('device', '?'))}); {software or 'no versions'}"]
+             f"Hardware {fp.slug} ({fp.name or fp.device or '?'}); {software or 'no versions'}"]
     if results.from_log:
-        run = results.raw["machine_info"]["pruned_perf"].get("run_id")
-        lines.append(f"From the point log {results.path}, run {run}: the points it logged, whether or not it finished")
+        lines.append(f"From the point log {results.path}, run {results.meta.run_id}: the points it logged, "
+                     f"whether or not it finished")
     if comparison is not None:
         counts = comparison.counts()
         listed = ", ".join(f"{counts[s]} {s}" for s in _ROW_ORDER if counts.get(s))
@@ -190,14 +191,9 @@ def _series_rank(key: tuple, order: list[str]) -> tuple:
     return (method_rank(method, order), -params, backend)
 
 
-def _group_key(p: Measurement | dict) -> tuple:
-    """The table a point (or a missing point's info) goes in."""
-    return (_field(p, "model"), _field(p, "input_tokens"), _field(p, "output_tokens"))
-
-
-def _field(p: Measurement | dict, name: str):
-    """A field of a point, or of the info a verdict keeps of a point only the baseline has."""
-    return p[name] if isinstance(p, dict) else getattr(p, name)
+def _group_key(p: Measurement) -> tuple:
+    """The table a point goes in."""
+    return (p.model, p.input_tokens, p.output_tokens)
 
 
 def _headers(comparison: Comparison | None) -> list[str]:
@@ -216,11 +212,10 @@ def _rows(results: Results, comparison: Comparison | None) -> list[Row]:
     order = list(results.methods)
     rows = [_row(p, verdicts.get(pid), comparison is not None, order) for pid, p in results.points.items()]
     for pv in verdicts.values():
-        if pv.status == MISSING:  # only in the baseline: its info places the row, it has no numbers
-            info = pv.info
-            cells = [info["method"], _params(info["params"]), info["batch_size"], info["backend"]]
-            cells += ["-"] * len(METRICS)
-            rows.append(_make_row(info, cells, pv, MISSING, True, order))
+        if pv.status == MISSING:  # only in the baseline: its measurement there places the row, no numbers
+            p = pv.baseline
+            cells = [p.method, _params(p.params), p.batch_size, p.backend] + ["-"] * len(METRICS)
+            rows.append(_make_row(p, cells, pv, MISSING, True, order))
     return rows
 
 
@@ -241,12 +236,12 @@ def _cell(metric: Metric, p: Measurement) -> str:
     return metric.cell(value)
 
 
-def _make_row(p: Measurement | dict, cells: list, pv: PointVerdict | None, status: str, with_verdict: bool,
+def _make_row(p: Measurement, cells: list, pv: PointVerdict | None, status: str, with_verdict: bool,
               order: list[str]) -> Row:
     if with_verdict:
         cells = cells + [_latency_change(pv), _verdict_text(pv, status)]
-    rank = (_ROW_ORDER.index(status) if with_verdict else 0, method_rank(_field(p, "method"), order),
-            _field(p, "params"), _field(p, "backend"), _field(p, "batch_size"))
+    rank = (_ROW_ORDER.index(status) if with_verdict else 0, method_rank(p.method, order), p.params, p.backend,
+            p.batch_size)
     return Row(_group_key(p), rank, cells, status in (REGRESSED, NEWLY_OOM))
 
 

@@ -96,13 +96,12 @@ class PerfSession:
 
     def results(self):
         """What this session measured, as results (for the closing table; the JSON has the same)."""
-        from pruned_perf.analysis.results import Results, add_speedups
+        from pruned_perf.analysis.results import Results
+        from pruned_perf.analysis.speedups import add_speedups
 
-        meta = self.run.meta()
         points = {m.id: dataclasses.replace(m) for m in self.run.measured}  # copies: the speedups are this table's
         add_speedups(points.values())
-        return Results(meta["fingerprint"], meta["profile"], points, {"machine_info": {"pruned_perf": meta}},
-                       path="this session", methods=meta["methods"])
+        return Results(self.run.meta(), points, path="this session")
 
 
 def _pedantic(benchmark):
@@ -222,7 +221,7 @@ def pytest_runtest_makereport(item, call):
 def pytest_benchmark_update_machine_info(config, machine_info):
     state = getattr(config, "_pruned_perf", None)
     if state is not None:
-        machine_info["pruned_perf"] = state.run.meta()
+        machine_info["pruned_perf"] = state.run.meta().to_dict()
 
 
 # Keys of this plugin's machine_info that change with every run: left in, pytest-benchmark's
@@ -244,7 +243,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     state = getattr(config, "_pruned_perf", None)
     if state is None:
         return
-    from pruned_perf.analysis.results import add_speedups_to_benchmarks
+    from pruned_perf.analysis.speedups import add_speedups_to_benchmarks
 
     for nodeid, measurement in state.oom_points.items():
         output_json["benchmarks"].append({
@@ -254,7 +253,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         })
     add_speedups_to_benchmarks(output_json["benchmarks"])
     # machine_info is collected before the tests run: the outcome is known only now
-    output_json["machine_info"]["pruned_perf"] = state.run.meta()
+    output_json["machine_info"]["pruned_perf"] = state.run.meta().to_dict()
     state.results_json = output_json
 
 
@@ -265,7 +264,7 @@ def pytest_sessionfinish(session, exitstatus):
     spec = _option(config, "compare")
     if state is None or not spec or state.results_json is None:
         return
-    from pruned_perf.analysis.compare import compare_with_baseline
+    from pruned_perf.analysis.baselines import compare_with_baseline
     from pruned_perf.analysis.report import render
     from pruned_perf.analysis.results import results_from_dict
     from pruned_perf.errors import UserError

@@ -22,7 +22,7 @@ from pruned_perf.models import model_config, model_name, parse_dtype
 from pruned_perf.pointlog import PointLog
 from pruned_perf.pruning.methods import styles as method_styles
 from pruned_perf.pruning.variants import get_profile, saved_plan
-from pruned_perf.schema import SCHEMA_VERSION, Measurement, Point
+from pruned_perf.schema import SCHEMA_VERSION, Fingerprint, Measurement, MethodStyle, Point, RunMeta, SessionOutcome
 
 
 class PerfRun:
@@ -34,7 +34,7 @@ class PerfRun:
         self.guard = OomGuard()
         # unique even for runs started in the same second (their logs may be one file)
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        self.log = PointLog(Path(log_path), run=self.run_id, meta=self.meta(outcome=False))
+        self.log = PointLog(Path(log_path), run=self.run_id, meta=self.meta(outcome=False).to_dict())
         self.measured: list[Measurement] = []
         self.failed: list[str] = []  # what the driver reports as failed: a baseline never comes from such a run
 
@@ -54,11 +54,12 @@ class PerfRun:
         self.measured.append(measurement)
         return measurement
 
-    def meta(self, outcome: bool = True) -> dict:
+    def meta(self, outcome: bool = True) -> RunMeta:
         """machine_info.pruned_perf; with outcome=False (the log's header) without the run's outcome."""
-        meta = {"schema": SCHEMA_VERSION, "profile": self.sweep.profile.name, "run_id": self.run_id,
-                "fingerprint": fingerprint(self.sweep.device), "methods": method_styles()}
-        return {**meta, "session": {"failed": list(self.failed)}} if outcome else meta
+        return RunMeta(schema=SCHEMA_VERSION, profile=self.sweep.profile.name, run_id=self.run_id,
+                       fingerprint=Fingerprint.from_dict(fingerprint(self.sweep.device)),
+                       methods={name: MethodStyle.from_dict(style) for name, style in method_styles().items()},
+                       session=SessionOutcome(list(self.failed)) if outcome else None)
 
 
 def live_line(measurement: Measurement, measured: list[Measurement]) -> str:
