@@ -4,11 +4,12 @@ import json
 import pytest
 import torch
 
+from pruned_perf.checkpoint import save_pruned
 from pruned_perf.cli import main
 from pruned_perf.models import build_model
-from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.plan import PrunePlan
 from pruned_perf.pruning.sizing import count_params
-from pruned_perf.pruning.surgery import apply, save_pruned
+from pruned_perf.pruning.surgery import apply
 
 
 def test_prune_writes_weights_plan_and_config_that_info_and_load_read(tmp_path, capsys):
