@@ -5,13 +5,18 @@ Exit codes: 0 success, 1 a regression or a failed check, 2 bad input (one messag
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pruned_perf.errors import UserError
+
+if TYPE_CHECKING:  # imported where a command runs: the results commands start without torch
+    from pruned_perf.bench.overhead import OverheadArgs
+    from pruned_perf.pruning.methods.option import Option
 
 DESCRIPTION = ("Prune LLaMA-family models (size, prune, info, fetch), check what measuring costs (overhead), "
                "and read perf results: compare against a baseline, report, plot, merge shards, store baselines. "
@@ -35,8 +40,8 @@ class SizingArgs:
     def from_namespace(cls, ns: argparse.Namespace) -> SizingArgs:
         from pruned_perf.pruning.methods import METHODS
 
-        names = {name for method in METHODS.values() for name in method.OPTIONS}
-        return cls(ns.model, ns.method, ns.ratio, ns.target_params, {k: getattr(ns, k) for k in sorted(names)})
+        names = sorted({name for method in METHODS.values() for name in method.OPTIONS})
+        return cls(ns.model, ns.method, ns.ratio, ns.target_params, {k: getattr(ns, k) for k in names})
 
 
 @dataclass(frozen=True)
@@ -64,28 +69,32 @@ class InfoArgs:
     model: str
     json: bool
 
-    @classmethod
-    def from_namespace(cls, ns: argparse.Namespace) -> InfoArgs:
-        return cls(ns.model, ns.json)
+
+def _fields_from(cls, ns: argparse.Namespace):
+    """A dataclass of typed arguments from the Namespace attributes of the same names."""
+    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
 
 
-def _method_flags() -> dict[str, tuple[str, set[str]]]:
-    """Each method-specific flag: the option it sets and the methods that take it (from their OPTIONS)."""
+def _method_options() -> dict[str, tuple[Option, list[str]]]:
+    """Each method-specific option by name: how its methods declare it, and the methods that take it."""
     from pruned_perf.pruning.methods import METHODS
 
-    table = {flag: (dest, {name for name, m in METHODS.items() if name != "dense"})
-             for flag, dest in (("--ratio", "ratio"), ("--target-params", "target_params"))}
+    table: dict[str, tuple[Option, list[str]]] = {}
     for name, method in METHODS.items():
         for key, option in method.OPTIONS.items():
-            table.setdefault(option.flag, (key, set()))[1].add(name)
+            table.setdefault(key, (option, []))[1].append(name)
     return table
 
 
 def _check_options(args: SizingArgs) -> None:
     """An option the method does not take is an error: ignoring it would prune differently than asked."""
-    given = {"ratio": args.ratio, "target_params": args.target_params, **args.options}
-    for flag, (dest, takers) in _method_flags().items():
-        if given[dest] is not None and args.method not in takers:
+    from pruned_perf.pruning.methods import METHODS
+
+    sizes = [name for name in METHODS if name != "dense"]  # what methods.size asks a ratio or target of
+    given = [("--ratio", args.ratio, sizes), ("--target-params", args.target_params, sizes)]
+    given += [(option.flag, args.options[key], takers) for key, (option, takers) in _method_options().items()]
+    for flag, value, takers in given:
+        if value is not None and args.method not in takers:
             raise UserError(f"{flag} does not apply to method {args.method}; "
                             f"methods that take it: {', '.join(sorted(takers))}")
 
@@ -168,17 +177,16 @@ def cmd_fetch(model: str) -> int:
     return 0
 
 
-def cmd_overhead(args) -> int:
+def cmd_overhead(args: OverheadArgs) -> int:
     from pruned_perf.bench import overhead
 
     return overhead.run(args)
 
 
-def _overhead_args(ns: argparse.Namespace):
+def _overhead_args(ns: argparse.Namespace) -> OverheadArgs:
     from pruned_perf.bench.overhead import OverheadArgs
 
-    return OverheadArgs(ns.model, ns.device, ns.dtype, ns.input_tokens, ns.output_tokens, ns.batch_size,
-                        ns.backend, ns.rounds)
+    return _fields_from(OverheadArgs, ns)
 
 
 def _parsed_flag(parse):
@@ -205,26 +213,19 @@ def _add_sizing_args(parser: argparse.ArgumentParser) -> None:
     meanings = [f"{name}: {m.RATIO_MEANS}" for name, m in METHODS.items() if getattr(m, "RATIO_MEANS", None)]
     group.add_argument("--ratio", type=float, help="; ".join(meanings))
     group.add_argument("--target-params", help="e.g. 4.9B: pick the setting whose count is closest")
-    added = set()
-    for name, method in METHODS.items():
-        for key, option in method.OPTIONS.items():
-            if option.flag in added:
-                continue
-            added.add(option.flag)
-            takers = [n for n, m in METHODS.items() if key in m.OPTIONS]
-            help_text = f"{', '.join(takers)}: {option.help}"
-            if option.parse is None:
-                parser.add_argument(option.flag, dest=key, action="store_false", default=None, help=help_text)
-            else:
-                parser.add_argument(option.flag, dest=key, type=_parsed_flag(option.parse), metavar=option.metavar,
-                                    help=help_text)
+    for key, (option, takers) in _method_options().items():
+        help_text = f"{', '.join(takers)}: {option.help}"
+        if option.parse is None:
+            parser.add_argument(option.flag, dest=key, action="store_false", default=None, help=help_text)
+        else:
+            parser.add_argument(option.flag, dest=key, type=_parsed_flag(option.parse), metavar=option.metavar,
+                                help=help_text)
 
 
 def _criterion_help() -> str:
     from pruned_perf.pruning.methods import METHODS
 
-    choices = [f"{name}: {'|'.join(m.CRITERIA)}" for name, m in METHODS.items() if len(m.CRITERIA) > 1]
-    return "; ".join(choices) + " (default: the first)"
+    return "; ".join(f"{name}: {'|'.join(m.CRITERIA)}" for name, m in METHODS.items()) + " (default: the first)"
 
 
 # Their options come from the method registry, which imports torch: the parser holds them only when one of
@@ -245,7 +246,7 @@ def build_parser(with_methods: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="parameters and per-layer shapes of a preset or directory")
     p.add_argument("model")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_info, typed=InfoArgs.from_namespace)
+    p.set_defaults(func=cmd_info, typed=lambda ns: _fields_from(InfoArgs, ns))
 
     p = sub.add_parser("prune", help="prune a model and save weights + plan")
     if with_methods:
