@@ -5,85 +5,125 @@ Exit codes: 0 success, 1 a regression or a failed check, 2 bad input (one messag
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pruned_perf.atomic import PARENTS_HELP
 from pruned_perf.errors import UserError
+
+if TYPE_CHECKING:  # imported where a command runs: the results commands start without torch
+    from pruned_perf.bench.overhead import OverheadArgs
+    from pruned_perf.pruning.methods.option import Option
 
 DESCRIPTION = ("Prune LLaMA-family models (size, prune, info, fetch), check what measuring costs (overhead), "
                "and read perf results: compare against a baseline, report, plot, merge shards, store baselines. "
                "Exit codes: 0 success, 1 a regression or a failed check, 2 bad input.")
 
-def _layers_arg(text: str) -> tuple[int, int]:
-    try:
-        start, end = (int(x) for x in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected START:END, e.g. 4:30, got {text!r}") from None
-    return start, end
+
+@dataclass(frozen=True)
+class SizingArgs:
+    """What `size` and `prune` are asked: a model, a method and how far to prune it.
+
+    options: the method-specific options by name (None: not given, the method's default).
+    """
+
+    model: str
+    method: str
+    ratio: float | None
+    target_params: str | None
+    options: dict[str, Any]
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> SizingArgs:
+        from pruned_perf.pruning.methods import METHODS
+
+        names = sorted({name for method in METHODS.values() for name in method.OPTIONS})
+        return cls(ns.model, ns.method, ns.ratio, ns.target_params, {k: getattr(ns, k) for k in names})
 
 
-def _add_sizing_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="a preset (llama-7b, vicuna-13b, llama-3-8b, "
-                        "tiny-llama, tiny-gqa) or a local checkpoint directory")
-    parser.add_argument("--method", required=True, help="dense, depth, llm-pruner or flap")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--ratio", type=float, help="depth: fraction of blocks; llm-pruner: per-layer width "
-                       "ratio r; flap: fraction p of attention+MLP parameters")
-    group.add_argument("--target-params", help="e.g. 4.9B: pick the setting whose count is closest")
-    parser.add_argument("--no-plus-rule", dest="plus_rule", action="store_false", default=None,
-                        help="depth: let the first 4 and last 2 blocks be removed too")
-    parser.add_argument("--layers", type=_layers_arg, help="llm-pruner: layers START:END to prune "
-                        "(default 4:L-2)")
-    parser.add_argument("--no-bias", dest="bias", action="store_false", default=None,
-                        help="flap: no bias compensation")
+@dataclass(frozen=True)
+class PruneArgs:
+    sizing: SizingArgs
+    criterion: str | None
+    device: str
+    dtype: str
+    calib: str | None
+    calib_file: str | None
+    calib_samples: int | None
+    calib_len: int | None
+    seed: int | None
+    out: Path
+    overwrite: bool
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> PruneArgs:
+        return cls(SizingArgs.from_namespace(ns), ns.criterion, ns.device, ns.dtype, ns.calib, ns.calib_file,
+                   ns.calib_samples, ns.calib_len, ns.seed, Path(ns.out), ns.overwrite)
 
 
-def _option_methods() -> dict[str, set[str]]:
-    """Each method-specific option and the methods that take it."""
+@dataclass(frozen=True)
+class InfoArgs:
+    model: str
+    json: bool
+
+
+def _fields_from(cls, ns: argparse.Namespace):
+    """A dataclass of typed arguments from the Namespace attributes of the same names."""
+    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+
+
+def _method_options() -> dict[str, tuple[Option, list[str]]]:
+    """Each method-specific option by name: how its methods declare it, and the methods that take it."""
     from pruned_perf.pruning.methods import METHODS
 
-    table = dict.fromkeys(("--ratio", "--target-params"), set(METHODS) - {"dense"})
-    for key, flag in (("plus_rule", "--no-plus-rule"), ("layers", "--layers"), ("bias", "--no-bias")):
-        table[flag] = {name for name, method in METHODS.items() if key in method.OPTIONS}
+    table: dict[str, tuple[Option, list[str]]] = {}
+    for name, method in METHODS.items():
+        for key, option in method.OPTIONS.items():
+            table.setdefault(key, (option, []))[1].append(name)
     return table
 
 
-def _check_options(args) -> None:
+def _check_options(args: SizingArgs) -> None:
     """An option the method does not take is an error: ignoring it would prune differently than asked."""
-    given = {"--ratio": args.ratio, "--target-params": args.target_params, "--no-plus-rule": args.plus_rule,
-             "--layers": args.layers, "--no-bias": args.bias}
-    for flag, takers in _option_methods().items():
-        if given[flag] is not None and args.method not in takers:
+    from pruned_perf.pruning.methods import METHODS
+
+    sizes = [name for name in METHODS if name != "dense"]  # what methods.size asks a ratio or target of
+    given = [("--ratio", args.ratio, sizes), ("--target-params", args.target_params, sizes)]
+    given += [(option.flag, args.options[key], takers) for key, (option, takers) in _method_options().items()]
+    for flag, value, takers in given:
+        if value is not None and args.method not in takers:
             raise UserError(f"{flag} does not apply to method {args.method}; "
                             f"methods that take it: {', '.join(sorted(takers))}")
 
 
-def _sizing(args):
+def _sizing(args: SizingArgs):
+    from pruned_perf.checkpoint import is_pruned_dir
     from pruned_perf.models import model_config
     from pruned_perf.pruning import methods
     from pruned_perf.pruning.sizing import parse_param_count
 
     methods.get_method(args.method)  # name the bad method before touching the model
     _check_options(args)
-    if (Path(args.model) / "plan.json").is_file():
+    if is_pruned_dir(args.model):
         raise UserError(f"{args.model} is already pruned; prune the model it came from instead")
     config = model_config(args.model)
     target = parse_param_count(args.target_params) if args.target_params else None
-    options = {"plus_rule": args.plus_rule, "layers": args.layers, "bias": args.bias}
-    return config, methods.size(args.method, config, ratio=args.ratio, target=target, **options), options
+    return config, methods.size(args.method, config, ratio=args.ratio, target=target, **args.options)
 
 
-def cmd_size(args) -> int:
-    config, sizing, _ = _sizing(args)
+def cmd_size(args: SizingArgs) -> int:
+    config, sizing = _sizing(args)
     print(sizing.describe(config))
     if not sizing.exact:
         print("(the achieved count depends on the structure the method finds; `prune` reports it)")
     return 0
 
 
-def cmd_info(args) -> int:
+def cmd_info(args: InfoArgs) -> int:
     from pruned_perf.pruning.info import describe, layer_runs
     from pruned_perf.pruning.sizing import layer_span
 
@@ -100,66 +140,121 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_prune(args) -> int:
+def cmd_prune(args: PruneArgs) -> int:
     from pruned_perf.atomic import check_writable_dir
     from pruned_perf.bench.fingerprint import pick_device
+    from pruned_perf.checkpoint import check_output_dir, save_pruned
     from pruned_perf.models import build_model, is_preset, load_tokenizer, parse_dtype
     from pruned_perf.pruning import methods
     from pruned_perf.pruning.calibration import choose_source
     from pruned_perf.pruning.sizing import count_params
-    from pruned_perf.pruning.surgery import apply, check_output_dir, save_pruned
+    from pruned_perf.pruning.surgery import apply
 
     # Everything the user typed is checked before a model is built or a file is written.
-    config, sizing, options = _sizing(args)
+    model_name, method = args.sizing.model, args.sizing.method
+    config, sizing = _sizing(args.sizing)
     device, dtype = pick_device(args.device), parse_dtype(args.dtype)
-    out = Path(args.out)
-    check_writable_dir(out, "--out", replaced=True)
-    check_output_dir(out, args.overwrite, source=None if is_preset(args.model) else Path(args.model))
-    methods.check_criterion(args.method, args.criterion)  # a bad criterion fails before the tokenizer loads
-    tokenizer = load_tokenizer(args.model)
-    spec = methods.calibration_spec(args.method, args.calib_samples, args.calib_len, args.seed)
-    recipe = methods.prepare_plan(args.method, config, sizing, args.model, args.criterion, spec, tokenizer,
-                                  choose_source(args.calib, tokenizer, args.model), args.calib_file, **options)
+    check_writable_dir(args.out, "--out", replaced=True)
+    check_output_dir(args.out, args.overwrite, source=None if is_preset(model_name) else Path(model_name))
+    methods.check_criterion(method, args.criterion)  # a bad criterion fails before the tokenizer loads
+    tokenizer = load_tokenizer(model_name)
+    spec = methods.calibration_spec(method, args.calib_samples, args.calib_len, args.seed)
+    recipe = methods.prepare_plan(method, config, sizing, model_name, args.criterion, spec, tokenizer,
+                                  choose_source(args.calib, tokenizer, model_name), args.calib_file,
+                                  **args.sizing.options)
 
     print(f"planned: {sizing.describe(config)}")
-    model = build_model(args.model, device, dtype)
+    model = build_model(model_name, device, dtype)
     plan = recipe.plan(model)
     apply(model, plan)
-    save_pruned(model, plan, out, tokenizer=tokenizer, overwrite=args.overwrite)
-    print(f"achieved: {count_params(config, plan):,} parameters; saved to {out}")
+    save_pruned(model, plan, args.out, tokenizer=tokenizer, overwrite=args.overwrite)
+    print(f"achieved: {count_params(config, plan):,} parameters; saved to {args.out}")
     return 0
 
 
-def cmd_fetch(args) -> int:
+def cmd_fetch(model: str) -> int:
     from pruned_perf.models import PRETRAINED
 
-    path = PRETRAINED[args.model](verify=True)
-    print(f"{args.model}: {path}")
+    path = PRETRAINED[model](verify=True)
+    print(f"{model}: {path}")
     return 0
 
 
-def cmd_overhead(args) -> int:
+def cmd_overhead(args: OverheadArgs) -> int:
     from pruned_perf.bench import overhead
+
     return overhead.run(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _overhead_args(ns: argparse.Namespace) -> OverheadArgs:
+    from pruned_perf.bench.overhead import OverheadArgs
+
+    return _fields_from(OverheadArgs, ns)
+
+
+def _parsed_flag(parse):
+    """argparse shows an ArgumentTypeError's own text; a method's parser raises ValueError naming the value."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _add_sizing_args(parser: argparse.ArgumentParser) -> None:
+    """--model, --method, the size, and every method's own options, with help built from the registry."""
+    from pruned_perf.models import PRESETS
+    from pruned_perf.pruning.methods import METHODS
+
+    parser.add_argument("--model", required=True, help=f"a preset ({', '.join(PRESETS)}) or a local checkpoint "
+                        "directory")
+    parser.add_argument("--method", required=True, help=", ".join(METHODS))
+    group = parser.add_mutually_exclusive_group()
+    meanings = [f"{name}: {m.RATIO_MEANS}" for name, m in METHODS.items() if getattr(m, "RATIO_MEANS", None)]
+    group.add_argument("--ratio", type=float, help="; ".join(meanings))
+    group.add_argument("--target-params", help="e.g. 4.9B: pick the setting whose count is closest")
+    for key, (option, takers) in _method_options().items():
+        help_text = f"{', '.join(takers)}: {option.help}"
+        if option.parse is None:
+            parser.add_argument(option.flag, dest=key, action="store_false", default=None, help=help_text)
+        else:
+            parser.add_argument(option.flag, dest=key, type=_parsed_flag(option.parse), metavar=option.metavar,
+                                help=help_text)
+
+
+def _criterion_help() -> str:
+    from pruned_perf.pruning.methods import METHODS
+
+    return "; ".join(f"{name}: {'|'.join(m.CRITERIA)}" for name, m in METHODS.items()) + " (default: the first)"
+
+
+# Their options come from the method registry, which imports torch: the parser holds them only when one of
+# these commands runs, so that the results commands start without torch.
+PRUNING_COMMANDS = ("size", "prune")
+
+
+def build_parser(with_methods: bool = True) -> argparse.ArgumentParser:
+    """The whole command tree; `with_methods=False` leaves out size's and prune's options."""
     parser = argparse.ArgumentParser(prog="pruned-perf", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("size", help="the setting and parameter count a target gives (no weights)")
-    _add_sizing_args(p)
-    p.set_defaults(func=cmd_size)
+    if with_methods:
+        _add_sizing_args(p)
+    p.set_defaults(func=cmd_size, typed=SizingArgs.from_namespace)
 
     p = sub.add_parser("info", help="parameters and per-layer shapes of a preset or directory")
     p.add_argument("model")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_info)
+    p.set_defaults(func=cmd_info, typed=lambda ns: _fields_from(InfoArgs, ns))
 
     p = sub.add_parser("prune", help="prune a model and save weights + plan")
-    _add_sizing_args(p)
-    p.add_argument("--criterion", help="depth: ppl|taylor|magnitude; llm-pruner: element|vector|second; "
-                   "flap: AL-AM|UL-UM (default: the first)")
+    if with_methods:
+        _add_sizing_args(p)
+        p.add_argument("--criterion", help=_criterion_help())
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32", help="float16, bfloat16 or float32")
     p.add_argument("--calib", help="builtin (text that ships with Python; needs a tokenizer) or tokens "
@@ -170,12 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--out", required=True, metavar="DIR", help=f"the pruned model's directory ({PARENTS_HELP})")
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_prune)
+    p.set_defaults(func=cmd_prune, typed=PruneArgs.from_namespace)
 
     p = sub.add_parser("fetch", help="download and convert a pretrained model into the cache (done on first "
                        "use anyway; this does it now and checks every file)")
     p.add_argument("model", choices=("smollm2-135m",))
-    p.set_defaults(func=cmd_fetch)
+    p.set_defaults(func=cmd_fetch, typed=lambda ns: ns.model)
 
     p = sub.add_parser("overhead", help="does measuring cost time? raw generate calls against the suite's "
                        "timed calls, alternating (exit 1 beyond 3%%)")
@@ -188,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--backend", default="eager", help="eager or static (KV cache)")
     p.add_argument("--rounds", type=int, default=10, help="rounds per side, alternating")
-    p.set_defaults(func=cmd_overhead)
+    p.set_defaults(func=cmd_overhead, typed=_overhead_args)
 
     from pruned_perf.cli_results import add_commands
 
@@ -197,10 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(with_methods=command in PRUNING_COMMANDS).parse_args(argv)
     try:
-        return args.func(args)
+        typed = getattr(args, "typed", None)  # a handler with typed arguments, or (results commands) the Namespace
+        return args.func(typed(args) if typed else args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

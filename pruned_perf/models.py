@@ -8,15 +8,15 @@ a pruned model saved by pruned_perf.
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
 from pruned_perf import smollm2
+from pruned_perf.byte_tokenizer import ByteTokenizer
+from pruned_perf.checkpoint import is_pruned_dir, load_pruned, plan_source
 from pruned_perf.errors import UserError, choice_error
-from pruned_perf.pruning.surgery import load_pruned
 
 _LLAMA_1 = dict(vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-6)
 
@@ -31,7 +31,7 @@ PRESETS: dict[str, dict] = {
     "llama-3-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
                        rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
-    # CPU-sized: 12 layers so depth pruning has room; byte-level vocabulary (see calibration.ByteTokenizer).
+    # CPU-sized: 12 layers so depth pruning has room; byte-level vocabulary (see byte_tokenizer).
     "tiny-llama": dict(vocab_size=320, hidden_size=128, intermediate_size=352, num_hidden_layers=12,
                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024),
     "tiny-gqa": dict(vocab_size=320, hidden_size=128, intermediate_size=384, num_hidden_layers=12,
@@ -123,7 +123,7 @@ def build_model(name: str, device: torch.device | str = "cpu", dtype: torch.dtyp
     if name in PRESETS:
         return build_from_config(model_config(name), device, dtype, seed)
     path = Path(name)
-    if (path / "plan.json").is_file():
+    if is_pruned_dir(path):
         return load_pruned(path, device, dtype)
     model_config(name)  # validates the directory and its model type
     return _from_checkpoint(path, device, dtype)
@@ -143,8 +143,6 @@ def load_tokenizer(name: str):
 
     A pruned directory without tokenizer files uses its source model's tokenizer.
     """
-    from pruned_perf.pruning.calibration import ByteTokenizer
-
     if name in PRETRAINED:
         name = str(PRETRAINED[name]())
     elif name in PRESETS:
@@ -154,9 +152,8 @@ def load_tokenizer(name: str):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
-    plan_file = path / "plan.json"
-    if plan_file.is_file():
-        source = json.loads(plan_file.read_text()).get("source")
+    if is_pruned_dir(path):
+        source = plan_source(path)
         if source and source != name:
             return load_tokenizer(source)
     return None

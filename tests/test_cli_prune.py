@@ -4,11 +4,12 @@ import json
 import pytest
 import torch
 
+from pruned_perf.checkpoint import save_pruned
 from pruned_perf.cli import main
 from pruned_perf.models import build_model
-from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.plan import PrunePlan
 from pruned_perf.pruning.sizing import count_params
-from pruned_perf.pruning.surgery import apply, save_pruned
+from pruned_perf.pruning.surgery import apply
 
 
 def test_prune_writes_weights_plan_and_config_that_info_and_load_read(tmp_path, capsys):
@@ -120,3 +121,27 @@ def test_a_local_checkpoint_directory_loads_offline(tmp_path):
     ids = torch.randint(3, 300, (1, 5))
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+
+
+def test_a_new_methods_option_comes_from_its_module_alone(monkeypatch, capsys):
+    """A method module declaring OPTIONS gets its flag, its help and the does-not-apply check, with no edit
+    to the command line."""
+    import types
+
+    from pruned_perf.pruning import methods
+    from pruned_perf.pruning.methods import depth
+    from pruned_perf.pruning.methods.option import Option
+
+    toy = types.ModuleType("toy")
+    toy.NAME, toy.CRITERIA, toy.RATIO_MEANS = "toy", ("position",), "fraction of the last blocks"
+    toy.OPTIONS = {"keep_last": Option("--keep-last", "blocks at the end that stay", parse=int, metavar="N")}
+    toy.size = lambda config, ratio=None, target=None, keep_last=1: depth.size(config, ratio=0.25)
+    monkeypatch.setitem(methods.METHODS, toy.NAME, toy)
+    with pytest.raises(SystemExit):
+        main(["size", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--keep-last N toy: blocks at the end that stay" in help_text
+    assert "toy: fraction of the last blocks" in help_text and "--method METHOD dense, depth, llm-pruner, flap, toy" in help_text
+    assert main(["size", "--model", "tiny-llama", "--method", "toy", "--ratio", "0.25", "--keep-last", "2"]) == 0
+    assert main(["size", "--model", "tiny-llama", "--method", "depth", "--ratio", "0.25", "--keep-last", "2"]) == 2
+    assert "--keep-last does not apply to method depth; methods that take it: toy" in capsys.readouterr().err

@@ -7,12 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pruned_perf.models import build_model
+from pruned_perf.plan import PrunePlan
 from pruned_perf.pruning import methods
 from pruned_perf.pruning.calibration import ByteTokenizer, calibration_batch
 from pruned_perf.pruning.evaluate import lm_loss, perplexity
 from pruned_perf.pruning.methods import depth, flap, llm_pruner
 from pruned_perf.pruning.methods.grads import gradients
-from pruned_perf.pruning.plan import PrunePlan
 from pruned_perf.pruning.surgery import apply
 
 

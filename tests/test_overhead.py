@@ -87,6 +87,15 @@ def test_main_runs_for_real_with_a_built_model(model, monkeypatch, capsys):
     assert "tiny-dense-in4-out4-M1-eager on cpu" in printed
 
 
+def test_run_takes_typed_arguments_without_a_command_line(model, monkeypatch, capsys):
+    monkeypatch.setattr(models, "build_model", lambda name, device, dtype: model)
+    monkeypatch.setattr(overhead, "check_overhead", lambda m, p, rounds: {
+        "ratio": 1.2, "raw_median_s": 0.05, "core_median_s": 0.06})
+    args = overhead.OverheadArgs("tiny", device="cpu", input_tokens=4, output_tokens=4, rounds=2)
+    assert overhead.run(args) == 1  # beyond the target
+    assert "2 rounds each, tiny-dense-in4-out4-M1-eager on cpu" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--rounds", "0"], "--rounds must be at least 1"),
     (["--input-tokens", "5000"], "--input-tokens 5000 + --output-tokens 128 = 5128 tokens do not fit the model's "

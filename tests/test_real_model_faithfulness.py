@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from pruned_perf.models import build_model, load_tokenizer
+from pruned_perf.plan import PrunePlan
 from pruned_perf.pruning.evaluate import heldout_perplexity
 from pruned_perf.pruning.methods.depth import candidates
-from pruned_perf.pruning.plan import PrunePlan
 from pruned_perf.pruning.surgery import apply
 from pruned_perf.pruning.variants import PROFILES, load_variant
 

@@ -8,9 +8,9 @@ from pruned_perf.analysis.plot import make_figure
 from pruned_perf.analysis.results import load_results
 from pruned_perf.bench.session import PerfRun
 from pruned_perf.bench.sweep import Sweep, make_points, select_variants
+from pruned_perf.plan import PrunePlan
 from pruned_perf.pointlog import read_log
 from pruned_perf.pruning import methods
-from pruned_perf.pruning.plan import PrunePlan
 from pruned_perf.pruning.sizing import Sizing, count_params, dense_layer_params
 from pruned_perf.pruning.variants import get_profile, load_variant
 
@@ -22,7 +22,7 @@ def last_block_method() -> types.ModuleType:
     toy.CRITERIA = ("position",)
     toy.GRADIENT_CRITERIA = ()
     toy.CALIB = None
-    toy.OPTIONS = frozenset()
+    toy.OPTIONS = {}
     toy.DEFAULT_SIZING = {"ratio": 0.25}
     toy.STYLE = {"color": "tab:orange", "marker": "^"}
 

@@ -7,15 +7,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from pruned_perf.checkpoint import load_pruned, pruned_skeleton, save_pruned
 from pruned_perf.errors import UserError
+from pruned_perf.headless import HeadlessAttention
 from pruned_perf.models import build_from_config, build_model, model_config
+from pruned_perf.plan import PrunePlan, load_plan, plan_shapes, save_plan
 from pruned_perf.pruning import methods
 from pruned_perf.pruning.calibration import ByteTokenizer, calibration_batch
 from pruned_perf.pruning.info import describe
-from pruned_perf.pruning.modules import HeadlessAttention
-from pruned_perf.pruning.plan import PrunePlan, load_plan, save_plan
-from pruned_perf.pruning.sizing import count_params, layer_shapes, plan_shapes
-from pruned_perf.pruning.surgery import apply, load_pruned, save_pruned
+from pruned_perf.pruning.sizing import count_params, layer_shapes
+from pruned_perf.pruning.surgery import apply
 
 METHOD_CRITERIA = [("dense", None), ("depth", "ppl"), ("depth", "taylor"), ("depth", "magnitude"),
                    ("llm-pruner", "element"), ("llm-pruner", "vector"), ("llm-pruner", "second"),
@@ -197,6 +198,25 @@ def test_any_valid_plan_applies_generates_and_counts(case):
     assert sum(p.numel() for p in model.parameters()) == count_params(config, plan)
     assert layer_shapes(model) == plan_shapes(config, plan)
     assert_cache_consistent(model, prompt(vocab=64, length=5), new_tokens=3)
+
+
+def _structure(model) -> list:
+    """Every module's type, every tensor's name and shape, each attention's cache slot, the layer count."""
+    modules = [(name, type(module).__name__) for name, module in model.named_modules()]
+    tensors = [(name, tuple(t.shape)) for name, t in model.state_dict().items()]
+    slots = [layer.self_attn.layer_idx for layer in model.model.layers]
+    return [modules, tensors, slots, model.config.num_hidden_layers, getattr(model.config, "layer_types", None)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=plans())
+def test_the_loaders_skeleton_has_the_structure_apply_leaves(case):
+    # load_pruned builds shapes from counts (checkpoint sits below pruning/), apply cuts by indices:
+    # the two must agree on every module, tensor and cache slot, for any plan
+    config, plan = case
+    with torch.device("meta"):
+        cut = apply(LlamaForCausalLM(copy.deepcopy(config)), plan)
+    assert _structure(pruned_skeleton(cut.config, plan)) == _structure(cut)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pruned_perf"
 # Every module of the analysis stage, found on disk (a new one is covered without a word), and the
 # top-level modules the results commands use.
 ANALYSIS_MODULES = sorted(f"analysis.{p.stem}" for p in (PACKAGE / "analysis").glob("*.py"))
-SHARED_MODULES = ("atomic", "cli_results", "codehash", "errors", "pointlog", "schema", "pruning.sizing")
+SHARED_MODULES = ("atomic", "cli_results", "codehash", "errors", "formatting", "pointlog", "schema", "pruning.sizing")
 
 
 def _run(code: str, cwd) -> subprocess.CompletedProcess:

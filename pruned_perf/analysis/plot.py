@@ -26,7 +26,7 @@ from pruned_perf.analysis.metrics import BY_NAME
 from pruned_perf.analysis.results import Results, method_rank, method_styles
 from pruned_perf.atomic import atomic_path
 from pruned_perf.errors import UserError
-from pruned_perf.pruning.sizing import format_params
+from pruned_perf.formatting import format_params
 from pruned_perf.schema import Measurement, MethodStyle, is_number
 
 FIGURE_SUFFIXES = (".png", ".svg")

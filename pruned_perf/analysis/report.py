@@ -14,7 +14,7 @@ from pruned_perf.analysis.compare import (IMPROVED, INCONCLUSIVE, MIN_HISTORY, M
 from pruned_perf.analysis.metrics import METRICS, Metric
 from pruned_perf.analysis.results import Results, method_rank
 from pruned_perf.errors import choice_error
-from pruned_perf.pruning.sizing import format_params
+from pruned_perf.formatting import format_params
 from pruned_perf.schema import Measurement
 
 FORMATS = {"github": "github", "plain": "simple"}

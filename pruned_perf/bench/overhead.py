@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -16,6 +17,20 @@ from pruned_perf.errors import UserError, choice_error
 from pruned_perf.schema import Point
 
 TARGET = 0.03
+
+
+@dataclass(frozen=True)
+class OverheadArgs:
+    """What `pruned-perf overhead` is asked (its flags are in pruned_perf.cli)."""
+
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"  # auto: float16 on cuda, float32 on cpu
+    input_tokens: int = 12
+    output_tokens: int = 128
+    batch_size: int = 1
+    backend: str = "eager"
+    rounds: int = 10
 
 
 def _raw_call(model, point: Point, inputs: dict):
@@ -98,8 +113,8 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def run(args) -> int:
-    """`pruned-perf overhead` (its options are in pruned_perf.cli)."""
+def run(args: OverheadArgs) -> int:
+    """`pruned-perf overhead`: prints the ratio; 0 within TARGET, else 1."""
     from pruned_perf import models
 
     device = pick_device(args.device)

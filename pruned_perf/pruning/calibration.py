@@ -6,10 +6,9 @@ from pathlib import Path
 
 import torch
 
+from pruned_perf.byte_tokenizer import SPECIAL_TOKENS, ByteTokenizer  # noqa: F401 (callers take it from here too)
 from pruned_perf.errors import UserError, choice_error
 
-# The first ids are reserved (LLaMA: unk, bos, eos), so byte b is token b + 3.
-SPECIAL_TOKENS = 3
 SOURCES = ("builtin", "tokens")
 
 
@@ -37,19 +36,6 @@ class Calibration:
 
     def describe(self) -> dict:
         return {"source": self.source, **asdict(self.spec)}
-
-
-class ByteTokenizer:
-    """UTF-8 bytes as tokens: the tokenizer of the byte-level tiny presets (vocabulary >= 259)."""
-
-    vocab_size = 256 + SPECIAL_TOKENS
-    pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
-
-    def encode(self, text: str) -> list[int]:
-        return [b + SPECIAL_TOKENS for b in text.encode("utf-8")]
-
-    def decode(self, ids) -> str:
-        return bytes(i - SPECIAL_TOKENS for i in ids if i >= SPECIAL_TOKENS).decode("utf-8", "replace")
 
 
 def builtin_text() -> str:

@@ -1,18 +1,16 @@
 """What `pruned-perf info` reports, read from configs and plans alone (no weights are allocated)."""
 from __future__ import annotations
 
-from pathlib import Path
-
+from pruned_perf.checkpoint import is_pruned_dir, read_pruned_dir, source_config
 from pruned_perf.models import model_config
-from pruned_perf.pruning.sizing import count_params, plan_shapes
+from pruned_perf.plan import plan_shapes
+from pruned_perf.pruning.sizing import count_params
 
 
 def describe(name: str) -> dict:
     """Parameter count, layer count and per-layer widths of a preset, checkpoint or pruned directory."""
     plan = None
-    if (Path(name) / "plan.json").is_file():
-        from pruned_perf.pruning.surgery import read_pruned_dir, source_config
-
+    if is_pruned_dir(name):
         pruned_config, plan = read_pruned_dir(name)
         config = source_config(pruned_config, plan)
     else:

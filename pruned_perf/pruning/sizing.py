@@ -5,8 +5,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pruned_perf.errors import UserError
+from pruned_perf.formatting import format_params
+from pruned_perf.plan import plan_shapes
 
-if TYPE_CHECKING:  # sizing is pure arithmetic; report and compare import it without torch
+if TYPE_CHECKING:  # sizing is pure arithmetic: it imports without torch
     from torch import nn
 
 
@@ -76,18 +78,6 @@ def layer_shapes(model: nn.Module) -> list[dict]:
     return shapes
 
 
-def plan_shapes(config, plan=None) -> list[dict]:
-    """Per kept layer, the shapes a plan leaves: query heads, key/value heads, MLP width."""
-    n_rep = config.num_attention_heads // config.num_key_value_heads
-    layers = plan.kept_layers() if plan else range(config.num_hidden_layers)
-    shapes = []
-    for i in layers:
-        kv = len(plan.keep_heads[i]) if plan and i in plan.keep_heads else config.num_key_value_heads
-        mlp = len(plan.keep_channels[i]) if plan and i in plan.keep_channels else config.intermediate_size
-        shapes.append({"heads": kv * n_rep, "kv_heads": kv, "mlp": mlp})
-    return shapes
-
-
 def layer_params(config, heads: int, kv_heads: int, mlp: int, compensated: bool = False) -> int:
     """Parameters of one decoder layer with the given widths (attention + MLP + two RMSNorms)."""
     h, d = config.hidden_size, config.head_dim
@@ -140,10 +130,6 @@ def parse_param_count(text: str) -> int:
     if not value > 0:
         raise UserError(f"parameter count must be positive, got {text!r}")
     return int(round(value))
-
-
-def format_params(count: int) -> str:
-    return f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.2f}M"
 
 
 def check_target(config, target: int) -> None:

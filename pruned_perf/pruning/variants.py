@@ -13,13 +13,14 @@ from pathlib import Path
 import torch
 
 from pruned_perf.atomic import write_json_atomic
+from pruned_perf.checkpoint import PLAN, is_pruned_dir
 from pruned_perf.codehash import code_digest
 from pruned_perf.errors import UserError, choice_error
 from pruned_perf.models import (BYTE_LEVEL_PRESETS, PRESETS, PRETRAINED, build_model, is_preset, load_tokenizer,
                                 model_config)
+from pruned_perf.plan import PLAN_SCHEMA, PrunePlan, load_plan, save_plan
 from pruned_perf.pruning import methods
 from pruned_perf.pruning.evaluate import heldout_perplexity
-from pruned_perf.pruning.plan import PLAN_SCHEMA, PrunePlan, load_plan, save_plan
 from pruned_perf.pruning.sizing import count_params, parse_param_count
 from pruned_perf.pruning.surgery import apply
 
@@ -142,8 +143,9 @@ def make_plan(variant: Variant, model) -> PrunePlan:
 
 def saved_plan(model: str) -> PrunePlan | None:
     """The plan of a directory that pruned_perf saved, or None for a preset or a plain checkpoint."""
-    path = Path(model) / "plan.json"
-    return load_plan(path, with_means=False) if not is_preset(model) and path.is_file() else None
+    if is_preset(model) or not is_pruned_dir(model):
+        return None
+    return load_plan(Path(model) / PLAN, with_means=False)
 
 
 # Room a GPU must keep beside a float32 planning copy (activations, logits, the allocator's slack).

@@ -3,20 +3,22 @@
 
 A method is a module with NAME, CRITERIA (first = default), CALIB (its reference calibration, or None),
 GRADIENT_CRITERIA (the criteria that backpropagate), OPTIONS (the method-specific keyword options it
-takes), DEFAULT_SIZING (its size for a model no profile lists), STYLE (its matplotlib colour and marker
-in figures), `size(config, ratio=, target=, **opts) -> Sizing` and `plan(model, calib, sizing,
-criterion, **opts)`. Adding one is that module plus its line in METHODS below; its place there is its
-place in tables and legends. `make_plan` is the one caller of `plan`: it has checked the criterion, and
-it tags the plan with its source model and provenance, so a method does neither.
+takes: name -> `option.Option`, from which the command line builds the flag and its help), RATIO_MEANS
+(what its ratio is, for --help; optional), DEFAULT_SIZING (its size for a model no profile lists), STYLE
+(its matplotlib colour and marker in figures), `size(config, ratio=, target=, **opts) -> Sizing` and
+`plan(model, calib, sizing, criterion, **opts)`. Adding one is that module plus its line in METHODS below;
+its place there is its place in tables and legends. `make_plan` is the one caller of `plan`: it has
+checked the criterion, and it tags the plan with its source model and provenance, so a method does
+neither.
 """
 from __future__ import annotations
 
 import dataclasses
 
 from pruned_perf.errors import UserError, choice_error
+from pruned_perf.plan import PrunePlan
 from pruned_perf.pruning.calibration import Calibration, CalibSpec, calibration_batch, effective_source
 from pruned_perf.pruning.methods import dense, depth, flap, llm_pruner
-from pruned_perf.pruning.plan import PrunePlan
 from pruned_perf.pruning.sizing import Sizing
 
 METHODS = {m.NAME: m for m in (dense, depth, llm_pruner, flap)}

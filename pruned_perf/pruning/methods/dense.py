@@ -1,14 +1,14 @@
 """The unpruned model, through the same path as every method."""
 from __future__ import annotations
 
-from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.plan import PrunePlan
 from pruned_perf.pruning.sizing import Sizing, count_params
 
 NAME = "dense"
 CRITERIA = ("none",)
 CALIB = None
 GRADIENT_CRITERIA = ()
-OPTIONS = frozenset()  # method-specific options it takes (command line: none)
+OPTIONS: dict = {}  # method-specific options it takes: none
 DEFAULT_SIZING: dict = {}  # for a model no profile lists: nothing to prune
 STYLE = {"color": "gray", "marker": "x"}  # in every figure; the reference figure: the dense model in gray crosses
 

@@ -7,17 +7,19 @@ import torch
 from torch import nn
 
 from pruned_perf.errors import UserError
+from pruned_perf.plan import PrunePlan
 from pruned_perf.pruning.calibration import CalibSpec
 from pruned_perf.pruning.evaluate import lm_loss, perplexity
 from pruned_perf.pruning.methods.grads import gradients
-from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.pruning.methods.option import Option
 from pruned_perf.pruning.sizing import Sizing, check_ratio, check_target, count_params, dense_layer_params
 
 NAME = "depth"
 CRITERIA = ("ppl", "taylor", "magnitude")
 CALIB = CalibSpec(samples=10, seq_len=128, seed=0)  # the paper: 10 windows of 128 tokens
 GRADIENT_CRITERIA = ("taylor",)  # ppl runs forward passes only; magnitude reads the weights
-OPTIONS = frozenset({"plus_rule"})  # command line: --no-plus-rule
+OPTIONS = {"plus_rule": Option("--no-plus-rule", "let the first 4 and last 2 blocks be removed too")}
+RATIO_MEANS = "fraction of blocks"  # what --ratio is, in --help
 DEFAULT_SIZING = {"ratio": 9 / 32}  # for a model no profile lists: 9 of 32 blocks, the reference 4.9B of LLaMA-7B
 STYLE = {"color": "blue", "marker": "s"}  # in every figure; the reference figure's "Ours": blue squares
 

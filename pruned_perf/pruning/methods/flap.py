@@ -9,15 +9,17 @@ from __future__ import annotations
 import torch
 
 from pruned_perf.errors import UserError
+from pruned_perf.plan import PrunePlan
 from pruned_perf.pruning.calibration import CalibSpec
-from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.pruning.methods.option import Option
 from pruned_perf.pruning.sizing import Sizing, check_ratio, check_target, count_params, dense_layer_params
 
 NAME = "flap"
 CRITERIA = ("AL-AM", "UL-UM")  # adaptive across layers and modules; uniform in every layer
 CALIB = CalibSpec(samples=1024, seq_len=128, seed=0)  # reference: 1024 x 128 tokens of WikiText-2
 GRADIENT_CRITERIA = ()  # statistics of forward activations only
-OPTIONS = frozenset({"bias"})  # command line: --no-bias
+OPTIONS = {"bias": Option("--no-bias", "no bias compensation")}
+RATIO_MEANS = "fraction p of attention+MLP parameters"  # what --ratio is, in --help
 DEFAULT_SIZING = {"ratio": 0.28}  # for a model no profile lists: about 27% of LLaMA-7B's parameters
 STYLE = {"color": "green", "marker": "o"}  # in every figure; the reference figure: green circles
 BATCH = 16  # calibration windows per forward pass

@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 
 from pruned_perf.errors import UserError
+from pruned_perf.plan import PrunePlan
 from pruned_perf.pruning.calibration import CalibSpec
 from pruned_perf.pruning.evaluate import lm_loss
 from pruned_perf.pruning.methods.grads import gradients
-from pruned_perf.pruning.plan import PrunePlan
+from pruned_perf.pruning.methods.option import Option
 from pruned_perf.pruning.sizing import Sizing, check_ratio, check_target, count_params, dense_layer_params, layer_params
 
 NAME = "llm-pruner"
@@ -21,9 +22,22 @@ NAME = "llm-pruner"
 CRITERIA = ("element", "vector", "second")
 CALIB = CalibSpec(samples=10, seq_len=64, seed=42)  # reference: 10 samples x 64 tokens, seed 42
 GRADIENT_CRITERIA = CRITERIA
-OPTIONS = frozenset({"layers"})  # command line: --layers
+RATIO_MEANS = "per-layer width ratio r"  # what --ratio is, in --help
 DEFAULT_SIZING = {"ratio": 0.35}  # for a model no profile lists: the reference figure's 4.9B of LLaMA-7B
 STYLE = {"color": "black", "marker": "x"}  # in every figure; the reference figure: black crosses
+
+
+def parse_layers(text: str) -> tuple[int, int]:
+    """"4:30" -> (4, 30)."""
+    try:
+        start, end = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise ValueError(f"expected START:END, e.g. 4:30, got {text!r}") from None
+    return start, end
+
+
+OPTIONS = {"layers": Option("--layers", "layers START:END to prune (default 4:L-2)", parse=parse_layers,
+                            metavar="START:END")}
 
 
 def layer_range(config, layers=None) -> tuple[int, int]:

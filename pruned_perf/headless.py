@@ -1,4 +1,5 @@
-"""Modules that surgery installs where a stock LLaMA module cannot have the pruned shape."""
+"""Modules a pruned LLaMA holds where a stock LLaMA module cannot have the pruned shape (cut by
+pruning.surgery.apply, rebuilt by checkpoint.load_pruned)."""
 from __future__ import annotations
 
 import torch

@@ -1,15 +1,22 @@
-"""PrunePlan: what a method decided to remove, as data. `surgery.apply` is the only code that acts on it."""
+"""PrunePlan: what a method decided to remove, as data (the plan.json of a pruned directory).
+
+`pruning.surgery.apply` is the only code that cuts a model to a plan; `checkpoint` rebuilds a saved one's
+shapes from it. A bottom module: the methods write plans, the checkpoint format reads them, and neither
+is imported here. torch is imported only where FLAP's channel means are read or written, so the shapes
+(`plan_shapes`, used by the torch-free sizing arithmetic) need no torch.
+"""
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from pruned_perf.atomic import atomic_path, write_text_atomic
 from pruned_perf.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 PLAN_SCHEMA = 1
 
@@ -107,6 +114,18 @@ def validate(plan: PrunePlan, config) -> None:
                                 f"or 'mlp.<layer>' of ({width['mlp']},)")
 
 
+def plan_shapes(config, plan: PrunePlan | None = None) -> list[dict]:
+    """Per kept layer, the shapes a plan leaves: query heads, key/value heads, MLP width."""
+    n_rep = config.num_attention_heads // config.num_key_value_heads
+    layers = plan.kept_layers() if plan else range(config.num_hidden_layers)
+    shapes = []
+    for i in layers:
+        kv = len(plan.keep_heads[i]) if plan and i in plan.keep_heads else config.num_key_value_heads
+        mlp = len(plan.keep_channels[i]) if plan and i in plan.keep_channels else config.intermediate_size
+        shapes.append({"heads": kv * n_rep, "kv_heads": kv, "mlp": mlp})
+    return shapes
+
+
 def _check_indices(name, per_layer, size, what, layers, dropped):
     for layer, kept in per_layer.items():
         if not 0 <= layer < layers or layer in dropped:
@@ -126,6 +145,8 @@ def save_plan(plan: PrunePlan, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if plan.channel_means:
+        from safetensors.torch import save_file
+
         means = {k: v.detach().float().cpu().contiguous() for k, v in plan.channel_means.items()}
         with atomic_path(_means_path(path)) as tmp:
             save_file(means, tmp)
@@ -145,5 +166,7 @@ def load_plan(path: str | Path, with_means: bool = True) -> PrunePlan:
         raise UserError(f"plan {str(path)!r} is not valid JSON: {exc}") from exc
     plan = PrunePlan.from_dict(data)
     if with_means and _means_path(path).is_file():
+        from safetensors.torch import load_file
+
         plan.channel_means = load_file(_means_path(path))
     return plan
