@@ -94,12 +94,12 @@ def resolve_base(spec: str, tree: Path, cache_dir: Path) -> Side:
         return Side("base", spec, os.path.abspath(spec), tree)
     top = _git(tree, "rev-parse", "--show-toplevel")
     if top.returncode != 0:
-        raise ABError(f"--pp-ab {spec!r} is no Python interpreter (no such file), and pruned_perf is imported "
+        raise ABError(f"--pp-ab {spec} is no Python interpreter (no such file), and pruned_perf is imported "
                       f"from {tree}, which is not a git checkout, so it cannot be a revision either")
     root = Path(top.stdout.strip())
     sha = _git(root, "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}")
     if sha.returncode != 0:
-        raise ABError(f"--pp-ab {spec!r} is neither a git revision of {root} nor a Python interpreter "
+        raise ABError(f"--pp-ab {spec} is neither a git revision of {root} nor a Python interpreter "
                       "(no such file)")
     sha = sha.stdout.strip()
     worktree = cache_dir.resolve() / "ab" / f"{sha[:12]}-{uuid.uuid4().hex[:8]}"
@@ -289,7 +289,9 @@ class ABRun:
         try:
             self._start_workers(ROLES)
         except WorkerFailed as exc:
-            raise ABError(f"--pp-ab {self.base_spec}: cannot start the A/B: {_one_line(str(exc))}") from None
+            hint = (" (a revision from before the A/B: it has no worker)"
+                    if "No module named pruned_perf.bench.ab_worker" in str(exc) else "")
+            raise ABError(f"--pp-ab {self.base_spec}: cannot start the A/B: {_one_line(str(exc))}{hint}") from None
 
     def _start_workers(self, roles) -> None:
         started = {role: WorkerProcess(self.sides[role], self._log_dir) for role in roles}

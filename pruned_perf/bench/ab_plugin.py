@@ -86,9 +86,16 @@ class ABHooks:
     def pytest_benchmark_update_machine_info(self, config, machine_info):
         machine_info.setdefault("pruned_perf", {})["ab"] = self.run.describe()
 
-    @pytest.hookimpl(trylast=True)  # the plugin's own hook replaces machine_info.pruned_perf first
+    @pytest.hookimpl(trylast=True)  # after the plugin's own hook, which writes machine_info.pruned_perf
     def pytest_benchmark_update_json(self, config, benchmarks, output_json):
+        """machine_info.pruned_perf["ab"], and each point's "ab" and "ab_base" (the plugin's hook writes
+        every extra_info anew from its typed Measurement, which has neither)."""
         output_json["machine_info"].setdefault("pruned_perf", {})["ab"] = self.run.describe()
+        results = {result.id: result.to_dict() for result in self.run.results}
+        for bench in output_json["benchmarks"]:
+            ab = results.get((bench.get("extra_info") or {}).get("id"))
+            if ab is not None:
+                bench["extra_info"].update(ab=ab["ab"], ab_base=ab["ab_base"])
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):

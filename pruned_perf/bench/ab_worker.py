@@ -22,9 +22,9 @@ for a failure that is not running out of memory; the worker goes on):
 End of stdin ends the worker. PROTOCOL changes whenever a request or answer changes meaning: the driver
 refuses a worker that speaks another.
 
-Tests only: PP_AB_TEST_FAULT=ROLE:KIND:N[:FILE] makes the worker of ROLE die (exit 3), hang, or run
-out of memory (KIND = die | hang | oom) at its N-th timed round; with FILE, only while FILE does not
-exist (it is created when the fault fires), so a restarted worker runs clean.
+Tests only: PP_AB_TEST_FAULT=ROLE:KIND:N[:POINT][,...] makes the worker of ROLE die (exit 3), hang, or
+run out of memory (KIND = die | hang | oom) at the N-th timed round of every point whose id contains
+POINT (of every point without it).
 """
 from __future__ import annotations
 
@@ -75,31 +75,26 @@ def describe(role: str) -> dict:
 
 
 class Fault:
-    """The test-only fault of PP_AB_TEST_FAULT (module docstring), for this worker's role."""
+    """The test-only faults of PP_AB_TEST_FAULT (module docstring) for this worker's role."""
 
     def __init__(self, role: str, spec: str | None):
-        self.kind, self.at, self.file = None, 0, None
-        parts = (spec or "").split(":", 3)
-        if len(parts) >= 3 and parts[0] == role:
-            self.kind, self.at = parts[1], int(parts[2])
-            self.file = parts[3] if len(parts) == 4 else None
-        self.rounds = 0
+        self.faults = []  # (kind, round of the point, point id substring)
+        for item in filter(None, (spec or "").split(",")):
+            parts = item.split(":", 3)
+            if len(parts) >= 3 and parts[0] == role:
+                self.faults.append((parts[1], int(parts[2]), parts[3] if len(parts) == 4 else ""))
 
-    def before_round(self) -> None:
-        self.rounds += 1
-        if self.kind is None or self.rounds != self.at:
+    def before_round(self, point_id: str, round_number: int) -> None:
+        kind = next((k for k, at, where in self.faults if at == round_number and where in point_id), None)
+        if kind is None:
             return
-        if self.file is not None:
-            if os.path.exists(self.file):
-                return
-            open(self.file, "w").close()
-        print(f"ab_worker: injected fault {self.kind} at round {self.rounds}", file=sys.stderr, flush=True)
-        if self.kind == "die":
+        print(f"ab_worker: injected fault {kind} at round {round_number} of {point_id}", file=sys.stderr, flush=True)
+        if kind == "die":
             os._exit(3)
-        if self.kind == "hang":
+        if kind == "hang":
             import time
             time.sleep(3600)
-        if self.kind == "oom":
+        if kind == "oom":
             import torch
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
 
@@ -122,7 +117,7 @@ class Worker:
         self.sweep = self.pool = None
         self.guard = OomGuard()
         self.current: PointState | None = None
-        self.fault = Fault(role, os.environ.get("PP_AB_TEST_FAULT"))
+        self.fault = Fault(role, os.environ.get("PP_AB_TEST_FAULT"))  # tests only
 
     def handle(self, request: dict) -> dict:
         op = request.get("op")
@@ -173,8 +168,9 @@ class Worker:
         return {"oom": True} if done is None else {"round": state.rounds.round_summary(-1)}
 
     def _timed_round(self, state: PointState) -> float:
-        self.fault.before_round()
-        return state.rounds.timed_round()
+        self.fault.before_round(state.point.id, len(state.rounds.rounds_s) + 1)
+        # the probe before the first round and after the last (PointRounds.fields), not between pairs
+        return state.rounds.timed_round(probe=not state.rounds.rounds_s)
 
     def _unless_oom(self, step):
         """step()'s value, or None when it ran out of memory: the point's result, not a failure."""

@@ -350,10 +350,11 @@ class PointRounds:
         del self.traces[:]  # the warm-up and sizing calls are not timed rounds
         return self.calls
 
-    def before_round(self) -> None:
+    def before_round(self, probe: bool = True) -> None:
         """Untimed, right before each round: how fast the machine is (the probe), and the counters."""
         self.after_round()  # a loop that only calls this hook closes the previous round here
-        self.probe_s.extend(steadiness.probe(self.device, samples=1))
+        if probe:
+            self.probe_s.extend(steadiness.probe(self.device, samples=1))
         for counter in self.counters:
             counter.round_starts()
 
@@ -361,10 +362,11 @@ class PointRounds:
         for counter in self.counters:
             counter.round_ended()
 
-    def timed_round(self) -> float:
+    def timed_round(self, probe: bool = True) -> float:
         """One round of `calls` calls, its counters closed at once (the other side runs next); its
-        seconds per call."""
-        self.before_round()
+        seconds per call. probe=False: no probe before it (an A/B's pairs cancel the machine's drift
+        themselves, and on a loaded 2-core CPU one probe can take longer than a tiny model's round)."""
+        self.before_round(probe)
         seconds = time_once(repeated(self.call, self.calls)) / self.calls
         self.after_round()
         self.rounds_s.append(seconds)
