@@ -95,70 +95,71 @@ def _nothing_left(clone: Path, tmp_path: Path, pids) -> None:
     assert not ab_dir.exists() or list(ab_dir.iterdir()) == []
 
 
-M1, M2 = "tiny-llama-dense-in12-out2-M1-eager", "tiny-llama-dense-in12-out2-M2-eager"
+M1, M2, M4 = (f"tiny-llama-dense-in12-out2-M{m}-eager" for m in (1, 2, 4))
 
 
 @pytest.mark.slow
-def test_ab_against_head_and_a_worker_that_dies(clone, tmp_path):
+def test_ab_against_head_with_a_worker_that_dies_and_one_that_hangs(clone, tmp_path):
     """An A/A against HEAD: both sides report what they run, every pair is in the log in counterbalanced
     order, the head's point carries the base's and the verdict. The head worker dies in the first
-    point: that point fails naming the side and its exit status, the worker restarts, the next goes on."""
-    result = run_ab(clone, tmp_path, "HEAD", "--pp-batch", "1,2", "--pp-ab-pairs", "4", "--pp-ab-look", "4",
-                    env={"PP_AB_TEST_FAULT": f"head:die:3:{M1}"})
+    point, the base worker hangs in the second (killed after the timeout): each point fails naming the
+    side, the worker restarts, and the last point goes on."""
+    faults = f"head:die:3:{M1},base:hang:2:{M2}"
+    result = run_ab(clone, tmp_path, "HEAD", "--pp-batch", "1,2,4", "--pp-ab-pairs", "4", "--pp-ab-look", "4",
+                    "--pp-ab-timeout-s", "5", env={"PP_AB_TEST_FAULT": faults})
     out = result.output
     assert result.returncode == 1, out
     assert f"FAILED perf/test_generate.py::test_generate[{M1}]" in out
     assert "the head worker (working tree) exited with status 3" in out and "injected fault die" in out
+    assert f"FAILED perf/test_generate.py::test_generate[{M2}]" in out
+    assert "the base worker (HEAD) did not answer a round within 5 s: it hung, and was killed" in out
     sha = _git(clone, "rev-parse", "HEAD").strip()
     assert f"pruned_perf A/B base: HEAD = {sha[:12]}," in out and f"pruned_perf A/B head: working tree = {sha[:12]}," in out
+    assert "pruned_perf A/B: tiny-llama dense in12 out2 M4 eager: " in out  # the live line (and the table)
 
     data, points = _points(tmp_path)
-    assert list(points) == [M2]
-    info = points[M2]["extra_info"]
+    assert list(points) == [M4]
+    info = points[M4]["extra_info"]
     ab, base = info["ab"], info["ab_base"]
-    assert base["id"] == M2 and base["rounds_s"] and info["rounds_s"]
+    assert base["id"] == M4 and base["rounds_s"] and info["rounds_s"]
     assert ab["status"] in ("unchanged", "inconclusive") and 1 <= len(ab["pairs"]) <= 4
     # the head's rounds are pytest-benchmark's stats, one per pair
-    assert points[M2]["stats"]["rounds"] == len(info["rounds_s"]) == len(ab["pairs"])
+    assert points[M4]["stats"]["rounds"] == len(info["rounds_s"]) == len(ab["pairs"])
     assert [p["head"]["latency_s"] for p in ab["pairs"]] == info["rounds_s"]
-    assert "pruned_perf A/B: tiny-llama dense in12 out2 M2 eager: " in out  # the live line (and the table)
     described = data["machine_info"]["pruned_perf"]["ab"]
     assert described["base"]["sha"] == described["head"]["sha"] == sha
     assert described["base"]["spec"] == "HEAD" and described["head"]["dirty"] is False
-    assert Path(described["base"]["pruned_perf"]).parent != Path(described["head"]["pruned_perf"]).parent
     assert Path(described["head"]["pruned_perf"]) == clone / "pruned_perf"
+    assert Path(described["base"]["pruned_perf"]).is_relative_to(tmp_path / "cache" / "ab")
     assert described["settings"]["max_pairs"] == 4
 
     pairs = read_pairs(tmp_path / "ab.jsonl")
-    m1 = [p["ab_pair"] for p in pairs if p["point"] == M1]
-    m2 = [p["ab_pair"] for p in pairs if p["point"] == M2]
-    assert len(m1) == 2  # the head died at its third round: two pairs were finished, and kept
-    assert m2 == ab["pairs"]
-    for logged in (m1, m2):
-        firsts = [p["first"] for p in logged]
-        assert all(a != b for a, b in zip(firsts, firsts[1:])), firsts  # AB, BA, AB, ...
-    assert [r["id"] for r in read_log(tmp_path / "ab.jsonl")] == [M2]
+    by_point = {p: [r["ab_pair"] for r in pairs if r["point"] == p] for p in (M1, M2, M4)}
+    assert len(by_point[M1]) == 2  # the head died at its third round: two pairs were finished, and kept
+    assert len(by_point[M2]) == 1  # the base hung at its second
+    assert by_point[M4] == ab["pairs"]
+    firsts = [p["first"] for p in by_point[M4]]
+    assert all(a != b for a, b in zip(firsts, firsts[1:])), firsts  # AB, BA, AB, ...
+    assert [r["id"] for r in read_log(tmp_path / "ab.jsonl")] == [M4]
     _nothing_left(clone, tmp_path, [described[role]["pid"] for role in ("base", "head")])
 
 
 @pytest.mark.slow
-def test_ab_hang_and_newly_oom(clone, tmp_path, python_base):
-    """Another interpreter as the base. Its worker hangs in the first point: killed after the timeout,
-    the point fails naming it; the head runs out of memory in the second, where the base does not:
-    newly-oom, a regression, and the session exits 1 with the point in the results."""
-    faults = f"base:hang:2:{M1},head:oom:1:{M2}"
+def test_ab_newly_oom_is_a_regression(clone, tmp_path, python_base):
+    """Another interpreter as the base. The head runs out of memory at a point where the base does not:
+    newly-oom, a regression (the session exits 1 with no test failed), the point in the results."""
     result = run_ab(clone, tmp_path, python_base, "--pp-batch", "1,2", "--pp-ab-pairs", "2",
-                    "--pp-ab-timeout-s", "2", env={"PP_AB_TEST_FAULT": faults})
+                    env={"PP_AB_TEST_FAULT": f"head:oom:1:{M2}"})
     out = result.output
     assert result.returncode == 1, out
-    assert f"FAILED perf/test_generate.py::test_generate[{M1}]" in out
-    assert f"the base worker ({python_base}) did not answer a round within 2 s: it hung, and was killed" in out
+    assert "1 passed, 1 skipped" in out and "FAILED" not in out
+    assert "M2 eager: regressed (head ran out of memory, base did not)" in out
     data, points = _points(tmp_path)
     m2 = points[M2]["extra_info"]
     assert m2["oom"] is True and m2["ab"]["status"] == "regressed"
     assert [m["verdict"] for m in m2["ab"]["metrics"]] == ["newly-oom"]
     assert m2["ab_base"]["oom"] is False and m2["ab_base"]["rounds_s"]  # the base's point got its rounds
-    assert "regressed" in out
+    assert points[M1]["extra_info"]["ab"]["status"] != "regressed"
     described = data["machine_info"]["pruned_perf"]["ab"]
     assert described["base"]["spec"] == str(python_base)
     assert Path(described["base"]["pruned_perf"]) == clone / "pruned_perf"

@@ -153,7 +153,11 @@ class Worker:
 
     def _warm_up(self, state: PointState, point_rounds) -> int:
         state.rounds = point_rounds(state.model, state.point)
-        return state.rounds.warm_up(self.sweep.warmup, self.sweep.min_round_s)
+        calls = state.rounds.warm_up(self.sweep.warmup, self.sweep.min_round_s)
+        # the probe before the first round and after the last (PointRounds.fields), not between rounds:
+        # a round's time limit (bench/ab.py) then bounds the round alone
+        state.rounds.probe()
+        return calls
 
     def op_size(self, request: dict) -> dict:
         rounds = self.current.rounds
@@ -169,8 +173,7 @@ class Worker:
 
     def _timed_round(self, state: PointState) -> float:
         self.fault.before_round(state.point.id, len(state.rounds.rounds_s) + 1)
-        # the probe before the first round and after the last (PointRounds.fields), not between pairs
-        return state.rounds.timed_round(probe=not state.rounds.rounds_s)
+        return state.rounds.timed_round(probe=False)
 
     def _unless_oom(self, step):
         """step()'s value, or None when it ran out of memory: the point's result, not a failure."""

@@ -354,9 +354,13 @@ class PointRounds:
         """Untimed, right before each round: how fast the machine is (the probe), and the counters."""
         self.after_round()  # a loop that only calls this hook closes the previous round here
         if probe:
-            self.probe_s.extend(steadiness.probe(self.device, samples=1))
+            self.probe()
         for counter in self.counters:
             counter.round_starts()
+
+    def probe(self) -> None:
+        """One sample of the steadiness probe: how fast the machine is now."""
+        self.probe_s.extend(steadiness.probe(self.device, samples=1))
 
     def after_round(self) -> None:
         for counter in self.counters:
@@ -364,8 +368,9 @@ class PointRounds:
 
     def timed_round(self, probe: bool = True) -> float:
         """One round of `calls` calls, its counters closed at once (the other side runs next); its
-        seconds per call. probe=False: no probe before it (an A/B's pairs cancel the machine's drift
-        themselves, and on a loaded 2-core CPU one probe can take longer than a tiny model's round)."""
+        seconds per call. probe=False: no probe before it (an A/B probes before its first pair and after
+        its last: the pairs cancel the machine's drift themselves, and on a loaded 2-core CPU one probe
+        can take longer than many rounds of a tiny model)."""
         self.before_round(probe)
         seconds = time_once(repeated(self.call, self.calls)) / self.calls
         self.after_round()
@@ -387,7 +392,7 @@ class PointRounds:
     def fields(self) -> dict:
         """The Measurement fields of the rounds so far (at least one); probes once more, after the last."""
         self.after_round()
-        self.probe_s.extend(steadiness.probe(self.device, samples=1))
+        self.probe()
         calls, rounds_s = self.calls, self.rounds_s
         # the counters' fractions are per second of round: a round lasted rounds_s * calls
         counted = {k: v for counter in self.counters for k, v in counter.fields([r * calls for r in rounds_s]).items()}
