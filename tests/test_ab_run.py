@@ -177,7 +177,7 @@ def test_ab_ctrl_c_keeps_every_finished_pair_and_leaves_nothing(clone, tmp_path)
         if log.exists() and len(read_pairs(log)) >= 3:
             break
         time.sleep(0.5)
-    pids = _worker_pids(clone)
+    pids = _worker_pids((clone, tmp_path))
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == INTERRUPTED, out
@@ -186,8 +186,8 @@ def test_ab_ctrl_c_keeps_every_finished_pair_and_leaves_nothing(clone, tmp_path)
     _nothing_left(clone, tmp_path, pids)
 
 
-def _worker_pids(clone: Path) -> list[int]:
-    """The A/B workers running from `clone` or its worktrees (their command line and cwd)."""
+def _worker_pids(roots) -> list[int]:
+    """The A/B workers whose cwd lies under one of `roots` (the clone, the test's worktrees)."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
@@ -195,7 +195,7 @@ def _worker_pids(clone: Path) -> list[int]:
             cwd = os.readlink(entry / "cwd")
         except (OSError, ValueError):
             continue
-        if "pruned_perf.bench.ab_worker" in cmdline and cwd.startswith(str(clone.parent)):
+        if "pruned_perf.bench.ab_worker" in cmdline and any(Path(cwd).is_relative_to(root) for root in roots):
             pids.append(int(entry.name))
     return pids
 

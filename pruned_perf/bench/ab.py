@@ -269,7 +269,7 @@ class ABRun:
 
     def __init__(self, base_spec: str, options: dict, cache_dir: str | Path, settings_for: Callable[[str], ABSettings],
                  family: int, log, timeout_floor_s: float = DEFAULT_TIMEOUT_FLOOR_S, solo_rounds: int = 5):
-        self.base_spec, self.options = base_spec, dict(options)
+        self.base_spec, self.options = base_spec, _absolute_paths(options)
         self.cache_dir = Path(cache_dir).resolve()
         self.settings_for, self.family, self.log = settings_for, family, log
         self.timeout_floor_s, self.solo_rounds = timeout_floor_s, solo_rounds
@@ -402,6 +402,16 @@ class ABRun:
         if base is not None and base.worktree is not None:
             remove_worktree(base.worktree)
         shutil.rmtree(self._log_dir, ignore_errors=True)
+
+
+def _absolute_paths(options: dict) -> dict:
+    """The options as the workers get them: a model given as a directory becomes an absolute path, since
+    the workers run in their trees, not in this process's directory."""
+    options = dict(options)
+    if options.get("models"):
+        options["models"] = ",".join(os.path.abspath(name.strip()) if os.path.isdir(name.strip()) else name
+                                     for name in options["models"].split(","))
+    return options
 
 
 def _readable(record: dict) -> Measurement | None:
