@@ -10,7 +10,8 @@ import sys
 
 from tabulate import tabulate
 
-from pruned_perf.analysis import results as res
+from pruned_perf.analysis import ab_report, results as res
+from pruned_perf.analysis.ab import has_ab
 from pruned_perf.atomic import write_json_atomic, write_text_atomic
 from pruned_perf.errors import UserError
 
@@ -112,6 +113,8 @@ def cmd_compare(args) -> int:
     if not args.baseline:
         raise UserError("compare needs a baseline: --baseline FILE|DIR|auto")
     current = res.load_results(args.results)
+    if args.baseline == "auto" and has_ab(current):  # an A/B run: its pairs are the comparison
+        return ab_report.compare(current, args.format, args.json, args.pyproject)
     _, comparison = _compare_with_baseline(args, current)
     print(render(current, comparison, fmt=args.format), end="")
     if args.json:
@@ -123,8 +126,11 @@ def cmd_report(args) -> int:
     from pruned_perf.analysis.report import render
 
     current = res.load_results(args.results)
-    _, comparison = _compare_with_baseline(args, current)
-    text = render(current, comparison, fmt=args.format, summary=args.summary)
+    if not args.baseline and has_ab(current):
+        text = ab_report.report(current, args.format)
+    else:
+        _, comparison = _compare_with_baseline(args, current)
+        text = render(current, comparison, fmt=args.format, summary=args.summary)
     if args.out:
         write_text_atomic(args.out, text)
     else:
@@ -141,7 +147,10 @@ def cmd_plot(args) -> int:
         print(f"warning: no baseline for {current.slug} profile {current.profile} under {args.baselines_dir}; "
               "plotting without one", file=sys.stderr)
         args.baseline = None
-    baseline, comparison = _compare_with_baseline(args, current)
+    if not args.baseline and has_ab(current):  # an A/B run: the base side's lines are the baseline
+        baseline, comparison = ab_report.base_side(current), None
+    else:
+        baseline, comparison = _compare_with_baseline(args, current)
     plot(current, args.out, baseline=baseline, comparison=comparison, quality=args.quality)
     print(f"wrote {args.out}")
     return EXIT_OK

@@ -1,10 +1,8 @@
 """The A/B verdict (pruned_perf/analysis/paired.py): the statistic, the simulation that chose it and
 its defaults (docs/ab-verdicts.md), the busy machine, the deterministic metrics, the records' round trip.
 
-The simulated machine: its speed is a random walk in log space (`STEP` per round) times per-round
-lognormal noise (`NOISE`); each round of a pair sees the machine at its own time, and pairs run in
-counterbalanced order (base first, head first, ...). Latency, TTFT and TPOT share the machine but have
-noise of their own. Every simulation is seeded.
+The simulated machine is tests/synthetic_ab.py's: a random walk per round plus per-round noise, pairs
+in counterbalanced order. Every simulation is seeded.
 """
 from __future__ import annotations
 
@@ -23,31 +21,13 @@ from pruned_perf.analysis.paired import (ABSettings, INCONCLUSIVE, IMPROVED, Met
 from pruned_perf.errors import UserError
 
 try:
+    from tests.synthetic_ab import NOISE, STEP, machine_pairs, run_point
     from tests.synthetic_results import measurement
 except ImportError:
+    from synthetic_ab import NOISE, STEP, machine_pairs, run_point
     from synthetic_results import measurement
 
-NOISE = 0.07  # per-round lognormal noise: single pairs spread by ~10%, as on the real 2-core CPU
-STEP = 0.03  # the machine's random walk per round
 SUITE = 24  # points of the A/A suite
-
-
-def machine_pairs(rng: random.Random, n: int, ratio: float = 1.0, noise: float = NOISE, step: float = STEP,
-                  position_bias: float = 0.0, order: str = "alternate", load: tuple = (0.0, 0.0)) -> list:
-    """n pairs on the drifting machine; the head is `ratio` times slower; the round second in its pair
-    is exp(position_bias) slower; `load`: each round's (run-queue wait, others' CPU)."""
-    w = rng.gauss(0, 0.3)  # where the machine's speed starts
-    pairs = []
-    for i in range(n):
-        first = "base" if order == "fixed" or i % 2 == 0 else "head"
-        rounds = {}
-        for position, side in enumerate((first, "head" if first == "base" else "base")):
-            w += rng.gauss(0, step)
-            slow = w + position * position_bias + (math.log(ratio) if side == "head" else 0.0)
-            latency, ttft, tpot = (math.exp(slow + rng.gauss(0, noise)) * scale for scale in (1.0, 0.1, 0.05))
-            rounds[side] = SideRound(latency, ttft, tpot, *load)
-        pairs.append(Pair(first, rounds["base"], rounds["head"]))
-    return pairs
 
 
 def machine_log_ratios(rng: random.Random, n: int, ratio: float = 1.0, noise: float = NOISE,
@@ -62,16 +42,6 @@ def machine_log_ratios(rng: random.Random, n: int, ratio: float = 1.0, noise: fl
         for values in out.values():
             values.append(walk + rng.gauss(0, spread))
     return out
-
-
-def run_point(rng, settings: ABSettings, family: int, **machine) -> PointAB:
-    """One point as the driver runs it: a look every pairs_per_look pairs until settled or the cap."""
-    pairs = machine_pairs(rng, settings.max_pairs, **machine)
-    for n in paired.look_sizes(settings):
-        ab = judge(pairs[:n], None, None, settings, family, final=n >= settings.max_pairs)
-        if settled(ab):
-            return ab
-    raise AssertionError("the last look is final, so it always settles")
 
 
 # ---- the statistic ----
@@ -101,9 +71,10 @@ def test_hodges_lehmann_and_the_exact_interval_by_hand():
 def test_the_family_level_is_alpha_over_points_tests_and_the_looks_that_can_decide():
     settings = ABSettings()  # looks at 6 12 18 24 30
     tail = family_tail(settings, 24)
-    # 24 points x 3 distinct tests: at 5 looks 2.8e-5 needs 16 pairs, so only 18, 24, 30 can decide: 3 looks
-    assert tail == pytest.approx(0.01 / (24 * 3 * 3))
-    assert paired._min_pairs(tail) == 15
+    # 24 points x 3 distinct tests: at 5 looks 1.4e-5 needs 17 pairs, so only 18, 24, 30 can decide: 3 looks
+    assert settings.alpha == 0.005
+    assert tail == pytest.approx(0.005 / (24 * 3 * 3))
+    assert paired._min_pairs(tail) == 16
     assert sum(n >= paired._min_pairs(tail) for n in paired.look_sizes(settings)) <= 3
     assert family_tail(settings, 1) > family_tail(settings, 24) > family_tail(settings, 500)
     assert paired.look_sizes(ABSettings(pairs_per_look=8, max_pairs=30)) == [8, 16, 24, 30]
@@ -283,9 +254,10 @@ def test_deterministic_metrics_compare_each_sides_value_with_the_threshold():
     within = judge(pairs, _side(), _side(peak_mem_bytes=1010), ABSettings(), 1, final=True)
     assert within.metric("peak_mem_bytes").verdict == UNCHANGED
     looser = ABSettings(thresholds={**ABSettings().thresholds, "peak_mem_bytes": 0.05})
-    assert judge(pairs, _side(), _side(peak_mem_bytes=1030), looser, 1, True).metric("peak_mem_bytes").verdict == UNCHANGED
-    other_model = judge(pairs, _side(), _side(params=600), ABSettings(), 1, final=True)
-    assert other_model.metric("params").verdict == paired.CHANGED and "different models" in other_model.metric("params").reason
+    looser_mem = judge(pairs, _side(), _side(peak_mem_bytes=1030), looser, 1, True).metric("peak_mem_bytes")
+    assert looser_mem.verdict == UNCHANGED
+    params = judge(pairs, _side(), _side(params=600), ABSettings(), 1, final=True).metric("params")
+    assert params.verdict == paired.CHANGED and "different models" in params.reason
     no_ppl = judge(pairs, _side(ppl=None), _side(), ABSettings(), 1, final=True)
     assert no_ppl.metric("ppl") is None
 
@@ -322,7 +294,10 @@ def test_stored_pairs_rederive_the_same_verdict():
 @pytest.mark.parametrize("bad,named", [
     (dict(pairs_per_look=0), "pairs_per_look"), (dict(max_pairs=True), "max_pairs"),
     (dict(pairs_per_look=8, max_pairs=4), "max_pairs (4) must be at least pairs_per_look (8)"),
-    (dict(alpha=1.5), "alpha must be a number in (0, 1), got 1.5")])
+    (dict(alpha=1.5), "alpha must be a number in (0, 1), got 1.5"),
+    (dict(thresholds={"latency": 0.05}), "unknown metric 'latency' in thresholds; valid choices: latency_s"),
+    (dict(thresholds={"latency_s": -1}), "threshold latency_s must be a relative change >= 0"),
+    (dict(runqueue_tolerance="x"), "runqueue_tolerance must be a number >= 0, got 'x'")])
 def test_bad_settings_are_one_clear_error(bad, named):
     with pytest.raises(UserError, match=named.replace("(", r"\(").replace(")", r"\)")):
         ABSettings(**bad)

@@ -43,8 +43,9 @@ DETERMINISTIC_METRICS = ("peak_mem_bytes", "params", "ppl")
 # Chosen by simulation (tests/test_paired.py, docs/ab-verdicts.md).
 DEFAULT_PAIRS_PER_LOOK = 6
 DEFAULT_MAX_PAIRS = 30
-# Share of A/A suite runs allowed a `regressed` point (and, separately, an `improved` one).
-DEFAULT_AB_ALPHA = 0.01
+# Bonferroni bound on the share of A/A suite runs with a `regressed` point (and, separately, an `improved`
+# one). Half the 1% target: the simulated A/A suites come close to the bound (0.5-0.6% of runs at 0.01).
+DEFAULT_AB_ALPHA = 0.005
 # Two-sided level of the interval that must lie within +-threshold for `unchanged`.
 EQUIVALENCE_LEVEL = 0.90
 
@@ -106,6 +107,17 @@ class ABSettings:
                             f"({self.pairs_per_look})")
         if not is_number(self.alpha) or not 0 < self.alpha < 1:
             raise UserError(f"A/B alpha must be a number in (0, 1), got {self.alpha!r}")
+        if not isinstance(self.thresholds, dict):
+            raise UserError(f"A/B thresholds must map metrics to relative changes, got {self.thresholds!r}")
+        for metric, value in self.thresholds.items():
+            if metric not in BY_NAME:
+                raise UserError(f"A/B: unknown metric {metric!r} in thresholds; valid choices: "
+                                f"{', '.join(sorted(BY_NAME))}")
+            if not is_number(value) or value < 0:
+                raise UserError(f"A/B threshold {metric} must be a relative change >= 0 (0.05 = 5%), got {value!r}")
+        for name in ("runqueue_tolerance", "others_tolerance"):
+            if not is_number(getattr(self, name)) or getattr(self, name) < 0:
+                raise UserError(f"A/B {name} must be a number >= 0, got {getattr(self, name)!r}")
 
     @property
     def looks(self) -> int:
@@ -438,7 +450,8 @@ def _status(metrics) -> str:
 def judge(pairs, base: Measurement | None, head: Measurement | None, settings: ABSettings,
           family: int, final: bool) -> PointAB:
     """The verdict of one point from its pairs so far. `family`: how many points the suite's A/B
-    judges; `final`: no more pairs will come."""
+    judges; `final`: no more pairs will come. The error control counts the planned looks: call it after
+    the pairs of each of `look_sizes(settings)`, and stop once `settled`."""
     pairs = tuple(pairs)
     if isinstance(family, bool) or not isinstance(family, int) or family < 1:
         raise UserError(f"A/B family must be a positive number of points, got {family!r}")
@@ -470,7 +483,9 @@ def _reason(status: str, metrics, busy: str | None, pairs) -> str:
         return busy
     if status in (REGRESSED, IMPROVED):
         hits = [m for m in metrics if m.verdict in (status, NEWLY_OOM)]
-        return "; ".join(f"{m.name} {m.reason}" if m.name != "oom" else m.reason for m in hits)
+        if any(m.name == "latency_s" for m in hits):  # tokens/s is latency's inverse: no news
+            hits = [m for m in hits if m.name != "tokens_per_s"]
+        return "; ".join(m.reason if m.name == "oom" else f"{m.name} {m.reason}" for m in hits)
     if status == INCONCLUSIVE:
         open_ = [m for m in metrics if m.verdict == INCONCLUSIVE]
         more = [m.more_pairs for m in open_ if m.more_pairs is not None]
