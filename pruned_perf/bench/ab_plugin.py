@@ -107,15 +107,20 @@ class ABHooks:
 
         return any(result.ab.status == REGRESSED for result in self.run.results)
 
+    @pytest.hookimpl(trylast=True)  # the session ends with the A/B table, after the plugin's own
     def pytest_terminal_summary(self, terminalreporter, config):
-        from pruned_perf.bench.ab import ab_line
+        from pruned_perf.analysis.ab_report import render
 
         if not self.run.results:
             return
-        terminalreporter.write_sep("=", "pruned_perf A/B: new (this tree) over base")
-        for line in (describe_line(self.run.described[role]) for role in ("base", "head")):
-            terminalreporter.write_line(line)
-        for result in self.run.results:
-            terminalreporter.write_line(ab_line(result))
-        if self.regressed():
-            terminalreporter.write_line("pruned_perf A/B: a point regressed: the session fails")
+        terminalreporter.write_sep("=", "pruned_perf A/B")
+        terminalreporter.write_line(render(self.ab_results(), fmt="plain"))
+
+    def ab_results(self):
+        """What this session's A/B measured, as ab-stats' ABResults (ab.json reads back the same)."""
+        from pruned_perf.analysis.ab import ABPoint, ABResults, Worker
+
+        run = self.run
+        workers = {role: Worker.from_dict(run.described.get(role, {}), role, "this session") for role in ("base", "head")}
+        points = {r.id: ABPoint(r.id, r.head, r.base, r.ab) for r in run.results}
+        return ABResults(self.session.results(), workers, run.settings_for(None), points)
