@@ -79,8 +79,12 @@ class ABHooks:
         self.session = session
         self.run = session.ab
 
-    def pytest_report_header(self, config):
-        return [describe_line(self.run.described[role]) for role in ("base", "head")]
+    @pytest.hookimpl(trylast=True)  # after pytest's header; printed with -q too
+    def pytest_sessionstart(self, session):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            for role in ("base", "head"):
+                reporter.write_line(describe_line(self.run.described[role]))
 
     @pytest.hookimpl(trylast=True)  # after the plugin's own machine_info
     def pytest_benchmark_update_machine_info(self, config, machine_info):
