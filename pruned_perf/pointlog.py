@@ -2,8 +2,10 @@
 
 Each run appends a header line `{"run": ID, "meta": {...}}` (what machine_info.pruned_perf holds in
 the results JSON, less the session's outcome, which only the end knows) before its first point, then
-one line per finished point: `{"run": ID, "nodeid": ..., <the point's fields>}`. Each line is flushed
-and synced at once, so a crash loses no finished point; a last line cut short is skipped on reading.
+one line per finished point: `{"run": ID, "nodeid": ..., <the point's fields>}`. An A/B run also logs
+every pair of rounds as it is measured, before its point: `{"run": ID, "nodeid": ..., "ab_pair": {...},
+"point": ID}` (pruned_perf.analysis.paired.Pair). Each line is flushed and synced at once, so a crash
+loses no finished point or pair; a last line cut short is skipped on reading.
 """
 from __future__ import annotations
 
@@ -19,10 +21,18 @@ class PointLog:
 
     def append(self, measurement, nodeid: str) -> None:
         """Log one finished point (a Measurement, or anything with `to_dict`)."""
+        self._header()
+        self._write({"run": self.run, "nodeid": nodeid, **measurement.to_dict()})
+
+    def append_pair(self, pair, point_id: str, nodeid: str) -> None:
+        """Log one finished A/B pair of rounds (a paired.Pair) of point `point_id`."""
+        self._header()
+        self._write({"run": self.run, "nodeid": nodeid, "point": point_id, "ab_pair": pair.to_dict()})
+
+    def _header(self) -> None:
         if not self._header_written:
             self._write({"run": self.run, "meta": self.meta})
             self._header_written = True
-        self._write({"run": self.run, "nodeid": nodeid, **measurement.to_dict()})
 
     def _write(self, record: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)  # at the first point, not when a run is set up
@@ -45,6 +55,16 @@ def read_records(path: str | Path) -> list[dict]:
     return records
 
 
+def is_point(record: dict) -> bool:
+    """A point's line: not a run's header, nor an A/B pair."""
+    return "meta" not in record and "ab_pair" not in record
+
+
 def read_log(path: str | Path) -> list[dict]:
     """The points of a log, of every run in it, in order."""
-    return [r for r in read_records(path) if "meta" not in r]
+    return [r for r in read_records(path) if is_point(r)]
+
+
+def read_pairs(path: str | Path) -> list[dict]:
+    """The A/B pairs of a log, of every run in it, in the order they were measured."""
+    return [r for r in read_records(path) if "ab_pair" in r]

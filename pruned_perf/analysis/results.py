@@ -105,7 +105,7 @@ def load_results(path: str | os.PathLike) -> Results:
 
 def results_from_log(path: str) -> Results:
     """The last run of a JSON-lines point log as results: what a crashed or interrupted sweep left."""
-    from pruned_perf.pointlog import read_records
+    from pruned_perf.pointlog import is_point, read_records
 
     try:
         records = read_records(path)
@@ -119,7 +119,7 @@ def results_from_log(path: str) -> Results:
                         f"not a point log)")
     run = headers[-1].get("run")
     points = [{k: v for k, v in r.items() if k not in ("run", "nodeid")}
-              for r in records if r.get("run") == run and "meta" not in r]
+              for r in records if r.get("run") == run and is_point(r)]
     if not points:
         raise UserError(f"{path}: run {run} logged no point; nothing was measured")
     raw = {"machine_info": {"pruned_perf": headers[-1]["meta"]},

@@ -315,35 +315,89 @@ def _check_counts(rounds: int, warmup: int) -> None:
 
 def _run_point(model, point: Point, rounds: int, warmup: int, min_round_s: float,
                timed_rounds: TimedRounds) -> dict:
-    device = model_device(model)
-    inputs = make_inputs(point, model.config.vocab_size, device)
-    traces: list = []
-    full = full_call(model, point, inputs, point.output_tokens, traces)
-    warmup_s = [time_once(full) for _ in range(warmup)]
-    calls = calls_per_round(full, warmup_s[-1], min_round_s)
-    del traces[:]  # the warm-up and sizing calls are not timed rounds
-    probe_s: list = []
-    counters = round_counters()
+    state = PointRounds(model, point)
+    calls = state.warm_up(warmup, min_round_s)
+    rounds_s = [float(s) for s in timed_rounds(state.call, rounds, warmup=0, setup=state.before_round, calls=calls)]
+    if len(rounds_s) != rounds or len(state.traces) != rounds * calls:
+        raise RuntimeError(f"timed_rounds ran {len(state.traces)} calls and returned {len(rounds_s)} rounds for "
+                           f"{point.id}, expected {rounds} rounds of {calls} call(s)")
+    state.rounds_s = rounds_s
+    return state.fields()
 
-    def probe_before_round() -> None:  # untimed: how fast the machine is right before each round
-        for counter in counters:
-            counter.round_ended()
-        probe_s.extend(steadiness.probe(device, samples=1))
-        for counter in counters:
+
+class PointRounds:
+    """One point's warm-up and timed rounds, kept between rounds: `measure` hands its rounds to a
+    `timed_rounds` loop (pytest-benchmark's), an A/B worker (pruned_perf.bench.ab_worker) runs one
+    round per request, between the other side's rounds."""
+
+    def __init__(self, model, point: Point):
+        self.point = point
+        self.device = model_device(model)
+        self.traces: list = []  # the token times of every timed call, in order
+        self.call = full_call(model, point, make_inputs(point, model.config.vocab_size, self.device),
+                              point.output_tokens, self.traces)
+        self.warmup_s: list = []
+        self.calls = 1
+        self.rounds_s: list = []  # per call: the round's mean
+        self.probe_s: list = []
+        self.counters = round_counters()
+
+    def warm_up(self, warmup: int, min_round_s: float) -> int:
+        """The warm-up calls at the exact shape; returns the calls per round (calls_per_round)."""
+        self.warmup_s = [time_once(self.call) for _ in range(warmup)]
+        self.calls = calls_per_round(self.call, self.warmup_s[-1], min_round_s)
+        del self.traces[:]  # the warm-up and sizing calls are not timed rounds
+        return self.calls
+
+    def before_round(self, probe: bool = True) -> None:
+        """Untimed, right before each round: how fast the machine is (the probe), and the counters."""
+        self.after_round()  # a loop that only calls this hook closes the previous round here
+        if probe:
+            self.probe()
+        for counter in self.counters:
             counter.round_starts()
 
-    rounds_s = [float(s) for s in timed_rounds(full, rounds, warmup=0, setup=probe_before_round, calls=calls)]
-    if len(rounds_s) != rounds or len(traces) != rounds * calls:
-        raise RuntimeError(f"timed_rounds ran {len(traces)} calls and returned {len(rounds_s)} rounds for "
-                           f"{point.id}, expected {rounds} rounds of {calls} call(s)")
-    for counter in counters:
-        counter.round_ended()
-    probe_s.extend(steadiness.probe(device, samples=1))  # and after the last
-    # the counters' fractions are per second of round: a round lasted rounds_s * calls
-    counted = {k: v for counter in counters for k, v in counter.fields([r * calls for r in rounds_s]).items()}
-    return {"warmup_s": warmup_s, "calls_per_round": calls, "rounds_s": rounds_s, "probe_rounds_s": probe_s,
-            "probe_s": statistics.median(probe_s), **counted,
-            **timing_fields(point, rounds_s, traces, calls)}
+    def probe(self) -> None:
+        """One sample of the steadiness probe: how fast the machine is now."""
+        self.probe_s.extend(steadiness.probe(self.device, samples=1))
+
+    def after_round(self) -> None:
+        for counter in self.counters:
+            counter.round_ended()
+
+    def timed_round(self, probe: bool = True) -> float:
+        """One round of `calls` calls, its counters closed at once (the other side runs next); its
+        seconds per call. probe=False: no probe before it (an A/B probes before its first pair and after
+        its last: the pairs cancel the machine's drift themselves, and on a loaded 2-core CPU one probe
+        can take longer than many rounds of a tiny model)."""
+        self.before_round(probe)
+        seconds = time_once(repeated(self.call, self.calls)) / self.calls
+        self.after_round()
+        self.rounds_s.append(seconds)
+        return seconds
+
+    def round_summary(self, i: int) -> dict:
+        """Round i alone: seconds per call, its calls' mean TTFT and TPOT, and the counters per second
+        of the round (None where the OS does not say)."""
+        i = range(len(self.rounds_s))[i]  # -1: the last
+        calls, seconds = self.calls, self.rounds_s[i]
+        timing = timing_fields(self.point, [seconds], self.traces[i * calls:(i + 1) * calls], calls)
+        fracs = {counter.field: (counter.rounds_s[i] / (seconds * calls)
+                                 if len(counter.rounds_s) == len(self.rounds_s) else None)
+                 for counter in self.counters}
+        return {"latency_s": seconds, "ttft_s": timing["ttft_s"], "tpot_s": timing["tpot_s"],
+                "runqueue_wait_frac": fracs["runqueue_wait"], "others_cpu_frac": fracs["others_cpu"]}
+
+    def fields(self) -> dict:
+        """The Measurement fields of the rounds so far (at least one); probes once more, after the last."""
+        self.after_round()
+        self.probe()
+        calls, rounds_s = self.calls, self.rounds_s
+        # the counters' fractions are per second of round: a round lasted rounds_s * calls
+        counted = {k: v for counter in self.counters for k, v in counter.fields([r * calls for r in rounds_s]).items()}
+        return {"warmup_s": self.warmup_s, "calls_per_round": calls, "rounds_s": list(rounds_s),
+                "probe_rounds_s": self.probe_s, "probe_s": statistics.median(self.probe_s), **counted,
+                **timing_fields(self.point, rounds_s, self.traces, calls)}
 
 
 class RoundCounter:
@@ -398,13 +452,7 @@ def measure(model, point: Point, *, rounds: int = 5, warmup: int = 1, min_round_
     """
     _check_counts(rounds, warmup)
     check_seconds("min_round_s", min_round_s)
-    device = model_device(model)
-    # before the peak counter is reset: the copy buffers are not the point's memory
-    copy_bytes_per_s = device_copy_bytes_per_s(device)
-    base = _model_fields(model, point, layers, copy_bytes_per_s)
-    forget_static_cache_length(model)
-    free_memory(device)
-    _reset_peak(device)
+    base = begin_point(model, point, layers)
     oom = False
     try:
         runs = _run_point(model, point, rounds, warmup, min_round_s, timed_rounds or plain_timed_rounds)
@@ -414,16 +462,39 @@ def measure(model, point: Point, *, rounds: int = 5, warmup: int = 1, min_round_
         oom = True
     # outside the except block, so the traceback and the tensors its frames hold are already gone
     if oom:
-        forget_static_cache_length(model)
-        free_memory(device)
-        return Measurement(**base, oom=True)
+        return oom_measurement(model, base)
+    return point_measurement(model, point, base, runs)
+
+
+def begin_point(model, point: Point, layers: list | None = None) -> dict:
+    """Before a point's first call: its model-level Measurement fields, and the peak counter reset."""
+    device = model_device(model)
+    # before the peak counter is reset: the copy buffers are not the point's memory
+    copy_bytes_per_s = device_copy_bytes_per_s(device)
+    base = _model_fields(model, point, layers, copy_bytes_per_s)
+    forget_static_cache_length(model)
+    free_memory(device)
+    _reset_peak(device)
+    return base
+
+
+def oom_measurement(model, base: dict) -> Measurement:
+    """The point ran out of memory: that is its result. Call it outside the `except` block."""
+    forget_static_cache_length(model)
+    free_memory(model_device(model))
+    return Measurement(**base, oom=True)
+
+
+def point_measurement(model, point: Point, base: dict, runs: dict) -> Measurement:
+    """The Measurement of a point from begin_point's fields and its rounds' (PointRounds.fields)."""
+    device = model_device(model)
     first = next(model.parameters())
     step_bytes = decode_step_bytes(point, base["weight_bytes"], base["layers"], head_dim_of(model.config),
                                    first.element_size())
     return Measurement(
         **base, **runs,
         peak_mem_bytes=_peak_bytes(device),
-        decode_bw_frac=decode_bw_frac(runs["tpot_s"], step_bytes, copy_bytes_per_s),
+        decode_bw_frac=decode_bw_frac(runs["tpot_s"], step_bytes, base["device_copy_bytes_per_s"]),
     )
 
 

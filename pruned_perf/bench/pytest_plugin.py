@@ -45,6 +45,13 @@ _OPTIONS = [
     ("compare", "PP_COMPARE", "auto | FILE | DIR: compare against a baseline at the end; "
      "a regression fails the session"),
     ("baselines-dir", "PP_BASELINES_DIR", "the baseline store for --pp-compare auto (default baselines)"),
+    ("ab", "PP_AB", "BASE: an interleaved A/B of this tree against BASE, a git revision of its repository "
+     "(HEAD, HEAD~1, origin/main, a SHA) or another Python interpreter (this tree in another environment); "
+     "each side runs in its own worker process, in pairs of rounds; a regression fails the session"),
+    ("ab-pairs", "PP_AB_PAIRS", "A/B: most pairs of rounds per point (default 30)"),
+    ("ab-look", "PP_AB_LOOK", "A/B: pairs added between two looks at the verdict (default 6)"),
+    ("ab-timeout-s", "PP_AB_TIMEOUT_S", "A/B: a worker that does not answer a round within max(this, 10 x its "
+     "warm-up round) seconds is killed as hung (default 30)"),
 ]
 
 
@@ -74,10 +81,13 @@ class PerfSession:
         self.oom_points: dict[str, object] = {}
         self.results_json: dict | None = None
         self.comparison_text: str | None = None
+        self.ab = None  # the A/B driver (pruned_perf.bench.ab.ABRun) with --pp-ab
 
     def measure(self, point, benchmark):
         from pruned_perf.bench.session import live_line
 
+        if self.ab is not None:
+            return self._measure_ab(point, benchmark)
         measurement = self.run.measure(point, benchmark.fullname, _pedantic(benchmark))
         self._say(live_line(measurement, self.run.measured))
         if measurement.oom:
@@ -85,6 +95,22 @@ class PerfSession:
         else:
             benchmark.extra_info.update(measurement.to_dict())
         return measurement
+
+    def _measure_ab(self, point, benchmark):
+        """The A/B of a point: the head's Measurement is the benchmark point, its rounds pytest-benchmark's
+        stats; extra_info adds the verdict and the base's measurement. This process builds no model."""
+        from pruned_perf.bench.ab import ab_line
+
+        result = self.ab.measure(point, benchmark.fullname)
+        self.run.log.append(result, benchmark.fullname)
+        self.run.measured.append(result.head)
+        self._say(ab_line(result))
+        if result.oom:
+            self.oom_points[benchmark.fullname] = result
+        else:
+            _record_rounds(benchmark, result.head.rounds_s, result.head.calls_per_round)
+            benchmark.extra_info.update(result.to_dict())
+        return result.head
 
     def _say(self, line: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -106,8 +132,6 @@ class PerfSession:
 
 def _pedantic(benchmark):
     """Time the rounds through pytest-benchmark, so its stats are the rounds the core measured."""
-    from pytest_benchmark.stats import Stats
-
     from pruned_perf.bench.measure import repeated
 
     def timed_rounds(fn, rounds, warmup=0, setup=None, calls=1):
@@ -117,10 +141,7 @@ def _pedantic(benchmark):
         benchmark.pedantic(repeated(fn, calls), setup=setup, rounds=rounds, warmup_rounds=warmup, iterations=1)
         metadata = benchmark.stats
         if calls > 1:
-            per_call = Stats()
-            for seconds in metadata.stats.data:
-                per_call.update(seconds / calls)
-            metadata.stats, metadata.iterations = per_call, calls
+            _per_call_stats(metadata, [seconds / calls for seconds in metadata.stats.data], calls)
         return list(metadata.stats.data)
     return timed_rounds
 
@@ -134,6 +155,23 @@ def _check_outputs(config) -> None:
     sweep is set up (torch imported) and long before the first point would be logged."""
     check_writable_dir(_cache_dir(config), "--pp-cache-dir")
     check_append_file(_log_path(config), "--pp-log")
+
+
+def _per_call_stats(metadata, per_call_s: list, calls: int) -> None:
+    from pytest_benchmark.stats import Stats
+
+    per_call = Stats()
+    for seconds in per_call_s:
+        per_call.update(seconds)
+    metadata.stats, metadata.iterations = per_call, calls
+
+
+def _record_rounds(benchmark, rounds_s: list, calls: int) -> None:
+    """Rounds timed elsewhere (an A/B worker) as pytest-benchmark's stats: per call, as _pedantic stores
+    them. The pedantic call times nothing of the point; its stats are replaced."""
+    benchmark.pedantic(lambda: None, rounds=len(rounds_s), iterations=1)
+    if benchmark.stats is not None:  # None with --benchmark-disable
+        _per_call_stats(benchmark.stats, rounds_s, calls)
 
 
 def _log_path(config) -> Path:
@@ -164,6 +202,22 @@ def _session(config) -> PerfSession:
             raise pytest.UsageError(f"pruned_perf: {exc}") from None
         config._pruned_perf = state
     return state
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """With --pp-ab, start both A/B workers before the session: a base that cannot be resolved,
+    imported or started is one `error:` line and exit 2, before any timing (a UsageError would exit 4)."""
+    if not _option(config, "ab") or any(config.getoption(name, False) for name in _ONLY_LISTS):
+        return None
+    from pruned_perf.bench.ab_plugin import start_ab
+
+    options = {name: _option(config, name) for name, _, _ in _OPTIONS}
+    return start_ab(config, _session(config), options)
+
+
+# Runs that only list or explain and time nothing: no A/B workers for them.
+_ONLY_LISTS = ("help", "version", "collectonly", "showfixtures", "show_fixtures_per_test", "markers")
 
 
 def pytest_configure(config):
