@@ -152,20 +152,40 @@ def test_gpu_perf_dispatch_inputs():
         assert inputs[name]["type"] == "string" and not inputs[name].get("required", False)
 
 
+def _gpu_jobs(data: dict) -> dict:
+    return {name: job for name, job in data["jobs"].items() if "gpu" in _runs_on(job)}
+
+
 def test_gpu_perf_runs_sharded_on_the_gpu_runner_one_at_a_time():
     data = _load("gpu-perf.yml")
-    gpu_jobs = {name: job for name, job in data["jobs"].items() if "gpu" in _runs_on(job)}
-    assert gpu_jobs, "no job runs on the gpu label"
-    for name, job in gpu_jobs.items():
+    sharded = {name: job for name, job in _gpu_jobs(data).items()
+               if "--pp-shard" in "\n".join(_scripts(job, data.get("env", {})))}
+    assert sharded, "no job measures the profile in shards on the gpu label"
+    for name, job in sharded.items():
         assert {"self-hosted", "gpu"} <= set(_runs_on(job)), name
-        # Pull requests only with the perf label.
-        assert "'perf'" in job.get("if", ""), f"job {name} runs on every pull request"
+        # Pull requests get the A/B instead of the stored-baseline run.
+        assert job.get("if") == "github.event_name != 'pull_request'", f"job {name}: {job.get('if')}"
         strategy = job["strategy"]
         assert strategy["max-parallel"] == 1 and strategy["fail-fast"] is False, strategy
-        scripts = "\n".join(_scripts(job, data.get("env", {})))
-        assert "--pp-shard" in scripts, f"job {name} does not shard"
         uploads = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact")]
         assert uploads and all(s.get("if") == "always()" for s in uploads), "shard results are not always kept"
+
+
+def test_gpu_perf_ab_runs_on_perf_labelled_pull_requests_from_this_repository():
+    data = _load("gpu-perf.yml")
+    ab_jobs = {name: job for name, job in _gpu_jobs(data).items()
+               if "--pp-ab" in "\n".join(_scripts(job, data.get("env", {})))}
+    assert ab_jobs, "no A/B job on the gpu label"
+    for name, job in ab_jobs.items():
+        condition = job.get("if", "")
+        for needed in ("github.event_name == 'pull_request'", "'perf'",
+                       "github.event.pull_request.head.repo.full_name == github.repository"):
+            assert needed in condition, f"job {name} runs without {needed}"
+        checkout = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout"))
+        assert checkout["with"]["fetch-depth"] == 0, "the base revision must be fetched"
+        assert "${{ github.event.pull_request.base.sha }}" in job["env"]["BASE_SHA"]
+        uploads = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact")]
+        assert uploads and all(s.get("if") == "always()" for s in uploads), "the A/B's results are not always kept"
 
 
 def test_gpu_perf_has_one_non_cancelling_concurrency_group():
@@ -214,6 +234,17 @@ def test_ci_compare_is_informational():
     scripts = "\n".join(s for job in data["jobs"].values() for s in _scripts(job, {}))
     assert re.search(r"pruned-perf compare .*\|\|", scripts), "the hosted comparison may fail the job"
     assert "GITHUB_STEP_SUMMARY" in scripts
+
+
+def test_ci_ab_runs_on_pull_requests_against_their_base_and_is_informational():
+    data = _load("ci.yml")
+    job = data["jobs"]["perf-ab"]
+    assert job["if"] == "github.event_name == 'pull_request'"
+    assert job["env"]["BASE_SHA"] == "${{ github.event.pull_request.base.sha }}"
+    scripts = "\n".join(_scripts(job, data.get("env", {})))
+    assert re.search(r"pytest perf/ --pp-ab [^\n]*\|\|", scripts), "the hosted A/B may fail the job"
+    checkout = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0
 
 
 def test_ci_run_runs_the_readme_test_command():
