@@ -315,6 +315,8 @@ class ABRun:
             if "error" in answer:
                 worker.kill()
                 raise WorkerFailed(f"{worker.name} cannot measure this selection: {answer['error']}")
+            if isinstance(answer.get("threads"), int):
+                self.described[role]["threads"] = answer["threads"]
             if role == "base":
                 self.base_points = set(answer["points"])
 

@@ -12,7 +12,7 @@ to stderr. The first line is the worker's hello, before any request:
 Requests, in the order a point needs them (answers: the fields named, or {"error": ..., "traceback": ...}
 for a failure that is not running out of memory; the worker goes on):
 
-    {"op": "setup", "options": {...--pp-* values...}, "cache_dir": DIR}  -> {"points": [ids]}
+    {"op": "setup", "options": {...--pp-* values...}, "cache_dir": DIR}  -> {"points": [ids], "threads": N}
     {"op": "start", "point": ID}       -> {"calls": N, "warmup_s": [...]}, or {"oom": true}
     {"op": "size", "calls": N}         -> {"calls": N}          (the same on both sides: the larger)
     {"op": "round"}                    -> {"round": {latency_s, ttft_s, tpot_s, runqueue_wait_frac,
@@ -130,9 +130,13 @@ class Worker:
         from pruned_perf.bench.session import sweep_from_options
         from pruned_perf.bench.sweep import ModelPool
 
+        import torch
+
         self.sweep = sweep_from_options(request["options"])
         self.pool = ModelPool(self.sweep.device, self.sweep.dtype, request["cache_dir"])
-        return {"points": [p.id for p in self.sweep.points]}
+        # the thread count again, now that the measuring code is imported: code that sets it on import
+        # (a change under test may) must show in the description
+        return {"points": [p.id for p in self.sweep.points], "threads": torch.get_num_threads()}
 
     def op_start(self, request: dict) -> dict:
         from pruned_perf.bench.measure import PointRounds, begin_point
