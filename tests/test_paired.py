@@ -11,6 +11,7 @@ import json
 import math
 import random
 import statistics
+from dataclasses import replace
 
 import pytest
 
@@ -213,22 +214,48 @@ def test_tokens_per_s_is_judged_in_its_own_direction():
 
 # ---- machine state ----
 
-@pytest.mark.parametrize("load,named", [((0.6, 0.0), "threads waited 0.60 s per s for a CPU"),
-                                        ((0.0, 0.9), "others used 0.90 cores")])
+@pytest.mark.parametrize("load,named", [((0.6, 0.0), "threads waited up to 0.60 s per s for a CPU"),
+                                        ((0.0, 0.9), "others used up to 0.90 cores")])
 def test_a_busy_machine_makes_every_timing_inconclusive_never_a_verdict(load, named):
     rng = random.Random(1)
     cpu = measurement(device="cpu", output_tokens=16)
     for ratio in (1.0, 1.4, 0.6):
         ab = judge(machine_pairs(rng, 30, ratio=ratio, load=load), cpu, cpu, ABSettings(), 1, final=True)
-        assert ab.status == INCONCLUSIVE and ab.reason.startswith("machine busy: ") and named in ab.reason
+        assert ab.status == INCONCLUSIVE and ab.reason.startswith("machine busy in 30 of 30 pairs: ") and named in ab.reason
         for name in paired.TIMING_METRICS:
             assert ab.metric(name).verdict == INCONCLUSIVE and ab.metric(name).reason == ab.busy
         assert settled(ab)
-    # the tolerances come from the settings; the load is the median over both sides' rounds
+    # the tolerances come from the settings; the load is the most over both sides' rounds
     lenient = ABSettings(runqueue_tolerance=1.0, others_tolerance=1.0)
     ab = judge(machine_pairs(rng, 30, ratio=1.4, load=load), cpu, cpu, lenient, 1, final=True)
     assert ab.status == REGRESSED and ab.busy is None
     assert (ab.runqueue_wait_frac, ab.others_cpu_frac) == load
+
+
+def _hogged(pairs, hit):
+    """The base's rounds of the pairs in `hit` slowed 15x by a hog, as in a trial (12-20x)."""
+    return [replace(p, base=replace(p.base, latency_s=p.base.latency_s * 15, runqueue_wait_frac=0.97,
+                                    others_cpu_frac=0.97)) if i in hit else p for i, p in enumerate(pairs)]
+
+
+def test_contended_pairs_are_left_out_and_a_point_with_many_of_them_is_busy():
+    rng = random.Random(3)
+    cpu = measurement(device="cpu", output_tokens=16)
+    quiet = machine_pairs(rng, 30, ratio=1.0, load=(0.02, 0.02))
+    calm = judge(quiet, cpu, cpu, ABSettings(), 1, final=True)
+    assert calm.busy is None and calm.contended == 0
+    # a hog in 2 pairs of 30: those two never enter the statistic, the other 28 judge
+    few = judge(_hogged(quiet, {0, 1}), cpu, cpu, ABSettings(), 1, final=True)
+    assert few.busy is None and few.contended == 2
+    assert few.reason.endswith("(2 contended pairs left out)")
+    rest = judge(quiet[2:], cpu, cpu, ABSettings(), 1, final=True)
+    assert few.metrics == rest.metrics and few.status == rest.status
+    assert (few.runqueue_wait_frac, few.others_cpu_frac) == (0.97, 0.97)  # the most load seen
+    # a hog in 2 pairs of the first look's 6: more than a quarter, the point is busy and settled
+    busy = judge(_hogged(quiet[:6], {0, 1}), cpu, cpu, ABSettings(), 1, final=False)
+    assert busy.status == INCONCLUSIVE and busy.reason.startswith("machine busy in 2 of 6 pairs: ")
+    assert all(busy.metric(name).verdict == INCONCLUSIVE for name in paired.TIMING_METRICS)
+    assert settled(busy)
 
 
 def test_a_gpu_run_is_not_judged_busy_by_its_host_cpu():

@@ -13,7 +13,8 @@ median of the Walsh averages of d, with the exact Wilcoxon signed-rank confidenc
 - `improved`: the mirror image.
 - `unchanged`: the 90% interval lies within +-threshold.
 - `inconclusive`: none of these yet, with the pairs measured and about how many more would settle it;
-  also every timing metric of a point measured while other work contended for the CPU ("machine busy").
+  also every timing metric of a point where other work contended for the CPU in more than a quarter of
+  its pairs ("machine busy"). Contended pairs never enter the statistic.
 
 Peak memory, parameters and perplexity are deterministic: each side's own value against the metric's
 threshold; a head that ran out of memory where the base did not is `newly-oom`, a regression.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import math
-import statistics
 from dataclasses import asdict, dataclass, field, fields, replace
 from statistics import NormalDist
 
@@ -94,8 +94,8 @@ class ABSettings:
     alpha: float = DEFAULT_AB_ALPHA  # suite-wide share of A/A runs with a `regressed` point
     thresholds: dict = field(default_factory=lambda: {name: BY_NAME[name].threshold
                                                       for name in BY_NAME})
-    runqueue_tolerance: float = 0.1  # median s waited for a CPU per s of round above which: busy
-    others_tolerance: float = 0.25  # median cores used by others above which: busy
+    runqueue_tolerance: float = 0.1  # s waited for a CPU per s of a round above which the round is contended
+    others_tolerance: float = 0.25  # cores used by others in a round above which the round is contended
 
     def __post_init__(self):
         for name in ("pairs_per_look", "max_pairs"):
@@ -187,8 +187,9 @@ class PointAB:
     family: int = 1  # points the suite's A/B judges (error control across the suite)
     final: bool = True  # no more pairs will come
     busy: str | None = None  # the load that made the timings inconclusive, or None
-    runqueue_wait_frac: float | None = None  # median over the point's rounds, both sides
+    runqueue_wait_frac: float | None = None  # the most over the point's rounds, both sides
     others_cpu_frac: float | None = None
+    contended: int = 0  # pairs left out of the statistic: other work contended for the CPU in a round
 
     def metric(self, name: str) -> MetricAB | None:
         return next((m for m in self.metrics if m.name == name), None)
@@ -197,7 +198,7 @@ class PointAB:
         return {"pairs": [p.to_dict() for p in self.pairs], "metrics": [m.to_dict() for m in self.metrics],
                 "status": self.status, "reason": self.reason, "family": self.family, "final": self.final,
                 "busy": self.busy, "runqueue_wait_frac": self.runqueue_wait_frac,
-                "others_cpu_frac": self.others_cpu_frac}
+                "others_cpu_frac": self.others_cpu_frac, "contended": self.contended}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PointAB":
@@ -209,7 +210,8 @@ class PointAB:
                    metrics=tuple(MetricAB.from_dict(m) for m in d.get("metrics", [])),
                    status=d["status"], reason=d.get("reason", ""), family=d.get("family", 1),
                    final=d.get("final", True), busy=d.get("busy"),
-                   runqueue_wait_frac=d.get("runqueue_wait_frac"), others_cpu_frac=d.get("others_cpu_frac"))
+                   runqueue_wait_frac=d.get("runqueue_wait_frac"), others_cpu_frac=d.get("others_cpu_frac"),
+                   contended=d.get("contended", 0))
 
 
 # ---- the statistic: Hodges-Lehmann estimate, exact Wilcoxon signed-rank interval ----
@@ -377,31 +379,39 @@ def _exp(x: float) -> float | None:
 
 def _timing_metric(name: str, pairs, settings: ABSettings, tail: float, busy: str | None) -> MetricAB:
     verdict = timing_verdict(name, log_ratios(pairs, name), settings.threshold(name), tail)
-    if busy and verdict.pairs:
+    if busy:
         return replace(verdict, verdict=INCONCLUSIVE, reason=busy, more_pairs=None)
     return verdict
 
 
-def _median(values) -> float | None:
+def _most(values) -> float | None:
     values = [v for v in values if is_number(v)]
-    return statistics.median(values) if values else None
+    return max(values) if values else None
 
 
-def _machine_load(pairs) -> tuple[float | None, float | None]:
+BUSY_SHARE = 0.25  # more than this share of a point's pairs contended: the point is busy
+
+
+def _contended(pair, settings: ABSettings) -> bool:
+    """Whether other work contended for the CPU in either round of the pair."""
+    return any((is_number(r.runqueue_wait_frac) and r.runqueue_wait_frac > settings.runqueue_tolerance) or
+               (is_number(r.others_cpu_frac) and r.others_cpu_frac > settings.others_tolerance)
+               for r in (pair.base, pair.head))
+
+
+def _busy(pairs, contended: int, settings: ABSettings) -> str | None:
+    """Load that hits one round of a pair and not the other is what the pairing cannot cancel, so
+    contended pairs never enter the statistic; more than BUSY_SHARE of them and the point is busy."""
+    if contended <= BUSY_SHARE * len(pairs):
+        return None
     rounds = [r for p in pairs for r in (p.base, p.head)]
-    return _median(r.runqueue_wait_frac for r in rounds), _median(r.others_cpu_frac for r in rounds)
-
-
-def _busy(pairs, settings: ABSettings, on_cpu: bool) -> tuple[str | None, float | None, float | None]:
-    waited, others = _machine_load(pairs)
-    if not on_cpu:
-        return None, waited, others
+    waited, others = _most(r.runqueue_wait_frac for r in rounds), _most(r.others_cpu_frac for r in rounds)
     load = []
     if waited is not None and waited > settings.runqueue_tolerance:
-        load.append(f"threads waited {waited:.2f} s per s for a CPU (tolerance {settings.runqueue_tolerance:g})")
+        load.append(f"threads waited up to {waited:.2f} s per s for a CPU (tolerance {settings.runqueue_tolerance:g})")
     if others is not None and others > settings.others_tolerance:
-        load.append(f"others used {others:.2f} cores (tolerance {settings.others_tolerance:g})")
-    return ("machine busy: " + "; ".join(load) if load else None), waited, others
+        load.append(f"others used up to {others:.2f} cores (tolerance {settings.others_tolerance:g})")
+    return f"machine busy in {contended} of {len(pairs)} pairs: " + "; ".join(load)
 
 
 def _deterministic(name: str, base: Measurement, head: Measurement, settings: ABSettings) -> MetricAB | None:
@@ -458,7 +468,11 @@ def judge(pairs, base: Measurement | None, head: Measurement | None, settings: A
     oom = _oom(base, head)
     devices = {m.device for m in (base, head) if m is not None}
     on_cpu = not devices or any(str(dev).startswith("cpu") for dev in devices)
-    busy, waited, others = _busy(pairs, settings, on_cpu)
+    rounds = [r for p in pairs for r in (p.base, p.head)]
+    waited, others = _most(r.runqueue_wait_frac for r in rounds), _most(r.others_cpu_frac for r in rounds)
+    # A GPU run's host load is recorded but does not decide: the host CPU does not time the kernels.
+    clean = [p for p in pairs if not _contended(p, settings)] if on_cpu else list(pairs)
+    busy = _busy(pairs, len(pairs) - len(clean), settings)
     metrics = []
     if oom is not None:
         metrics.append(oom)
@@ -467,15 +481,18 @@ def judge(pairs, base: Measurement | None, head: Measurement | None, settings: A
         for name in TIMING_METRICS:
             if name == "tpot_s" and pairs and all(p.base.tpot_s is None and p.head.tpot_s is None for p in pairs):
                 continue  # one output token: no decode to time on either side
-            metrics.append(_timing_metric(name, pairs, settings, tail, busy))
+            metrics.append(_timing_metric(name, clean, settings, tail, busy))
         if base is not None and head is not None:
             for name in DETERMINISTIC_METRICS:
                 m = _deterministic(name, base, head, settings)
                 if m is not None:
                     metrics.append(m)
     status = _status(metrics)
-    return PointAB(pairs, tuple(metrics), status, _reason(status, metrics, busy, pairs), family, final, busy,
-                   waited, others)
+    contended = len(pairs) - len(clean)
+    reason = _reason(status, metrics, busy, pairs)
+    if contended and not busy:
+        reason += f" ({contended} contended {'pair' if contended == 1 else 'pairs'} left out)"
+    return PointAB(pairs, tuple(metrics), status, reason, family, final, busy, waited, others, contended)
 
 
 def _reason(status: str, metrics, busy: str | None, pairs) -> str:
