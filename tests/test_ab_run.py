@@ -200,6 +200,25 @@ def _worker_pids(roots) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
+def test_ab_warm_up_that_hangs_is_killed_and_a_killed_runs_worktree_is_removed(clone, tmp_path):
+    """A worker silent in a point's warm-up is killed after 60 x --pp-ab-timeout-s; and a worktree left
+    by an A/B whose driver was killed outright (its pid in the name, no longer running) is removed by
+    the next A/B."""
+    sha = _git(clone, "rev-parse", "HEAD").strip()
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    stale = tmp_path / "cache" / "ab" / f"{sha[:12]}-{gone.pid}-deadbeef"
+    _git(clone, "worktree", "add", "--detach", "--quiet", str(stale), sha)
+    result = run_ab(clone, tmp_path, "HEAD", "--pp-batch", "1", "--pp-ab-timeout-s", "0.5",
+                    env={"PP_AB_TEST_FAULT": "base:hang:0"})
+    assert result.returncode == 1, result.output
+    assert f"FAILED perf/test_generate.py::test_generate[{M1}]" in result.output
+    assert "the base worker (HEAD) did not warm up within 30 s: it hung, and was killed" in result.output
+    assert not stale.exists()
+    _nothing_left(clone, tmp_path, [])
+
+
 def test_a_base_that_cannot_start_is_one_error_line_and_exit_2(clone, tmp_path):
     """Before any timing: a bad revision, a missing interpreter, a revision older than the A/B (no
     worker module), an interpreter that fails at once."""

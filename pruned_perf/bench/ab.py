@@ -13,10 +13,11 @@ rounds in counterbalanced order (the first pair's order drawn at random, then al
 `pairs_per_look` up to `max_pairs`, judged after each look (pruned_perf.analysis.paired) until settled.
 Every pair is appended to the point log as it is measured.
 
-Faults: running out of memory is the point's result; a worker that dies or hangs (no answer within
-max(timeout floor, 10 x its warm-up round)) is killed, its point fails with its exit status and the
-tail of its stderr, and it is restarted for the next point. `close` ends both workers and removes the
-worktree, also after Ctrl-C and errors.
+Faults: running out of memory is the point's result; a worker that dies or hangs (no answer to a round
+within max(timeout floor, 10 x its warm-up round), to any other step within 60 x the floor) is killed,
+its point fails with its exit status and the tail of its stderr, and it is restarted for the next
+point. `close` ends both workers and removes the worktree, also after Ctrl-C and errors; a worktree
+left by an A/B that was killed outright is removed by the next one.
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ HELLO_TIMEOUT_S = 600.0
 # A round may take this many times the side's warm-up round before the worker counts as hung.
 HANG_FACTOR = 10.0
 DEFAULT_TIMEOUT_FLOOR_S = 30.0
+# Steps with no warm-up to scale from (a point's start: build, prune, warm up; its finish; rounds of a
+# side whose other side ran out of memory) may take this many times the floor: 30 min by default.
+SLOW_STEP_FACTOR = 60.0
 STDERR_TAIL_LINES = 12
 
 
@@ -102,7 +106,9 @@ def resolve_base(spec: str, tree: Path, cache_dir: Path) -> Side:
         raise ABError(f"--pp-ab {spec} is neither a git revision of {root} nor a Python interpreter "
                       "(no such file)")
     sha = sha.stdout.strip()
-    worktree = cache_dir.resolve() / "ab" / f"{sha[:12]}-{uuid.uuid4().hex[:8]}"
+    remove_stale_worktrees(cache_dir.resolve() / "ab")
+    # The driver's pid in the name: a later A/B can tell a worktree whose driver is gone.
+    worktree = cache_dir.resolve() / "ab" / f"{sha[:12]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     worktree.parent.mkdir(parents=True, exist_ok=True)
     added = _git(root, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
     if added.returncode != 0:
@@ -120,6 +126,26 @@ def remove_worktree(worktree: Path) -> None:
         if common.returncode == 0:
             _git(worktree.parent, "--git-dir", str(Path(worktree, common.stdout.strip()).resolve()),
                  "worktree", "prune")
+
+
+def remove_stale_worktrees(ab_dir: Path) -> None:
+    """Remove the worktrees of A/Bs whose driver no longer runs (killed outright: no `close`)."""
+    if not ab_dir.is_dir():
+        return
+    for worktree in ab_dir.iterdir():
+        parts = worktree.name.split("-")
+        if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+            remove_worktree(worktree)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 # ---- one worker ----------------------------------------------------------------------------------
@@ -334,7 +360,8 @@ class ABRun:
         if point.id not in self.base_points:
             raise ABPointError(f"the base ({self.base_spec}) does not measure {point.id} (a method or model it lacks)")
         settings = self.settings_for(point.id)
-        started = {role: self._request(role, {"op": "start", "point": point.id}, None, "warm up") for role in ROLES}
+        slow_s = SLOW_STEP_FACTOR * self.timeout_floor_s
+        started = {role: self._request(role, {"op": "start", "point": point.id}, slow_s, "warm up") for role in ROLES}
         oom = {role for role in ROLES if started[role].get("oom")}
         pairs: list[Pair] = []
         if not oom:
@@ -342,7 +369,7 @@ class ABRun:
         for role in ROLES:  # the other side ran out of memory first: this side's point still gets rounds
             if role not in oom and not pairs:
                 self._solo_rounds(role)
-        finished = {role: self._request(role, {"op": "finish"}, None, "finish the point")["measurement"]
+        finished = {role: self._request(role, {"op": "finish"}, slow_s, "finish the point")["measurement"]
                     for role in ROLES}
         head, base = Measurement.from_dict(finished["head"]), _readable(finished["base"])
         result = ABResult(head, base, finished["base"], judge(pairs, base, head, settings, self.family, final=True))
@@ -379,7 +406,8 @@ class ABRun:
 
     def _solo_rounds(self, role: str) -> None:
         for _ in range(self.solo_rounds):
-            if self._request(role, {"op": "round"}, None, "answer a round").get("oom"):
+            if self._request(role, {"op": "round"}, SLOW_STEP_FACTOR * self.timeout_floor_s,
+                             "answer a round").get("oom"):
                 return
 
     def _request(self, role: str, message: dict, timeout_s: float | None, what: str) -> dict:

@@ -23,8 +23,8 @@ End of stdin ends the worker. PROTOCOL changes whenever a request or answer chan
 refuses a worker that speaks another.
 
 Tests only: PP_AB_TEST_FAULT=ROLE:KIND:N[:POINT][,...] makes the worker of ROLE die (exit 3), hang, or
-run out of memory (KIND = die | hang | oom) at the N-th timed round of every point whose id contains
-POINT (of every point without it).
+run out of memory (KIND = die | hang | oom) at the N-th timed round (0: in the warm-up) of every point
+whose id contains POINT (of every point without it).
 """
 from __future__ import annotations
 
@@ -150,6 +150,7 @@ class Worker:
         if skipped is not None:
             self.current = PointState(point, variant, skipped=skipped)
             return {"oom": True, "skipped": True}
+        self.fault.before_round(point.id, 0)
         model = self.pool.get(variant)
         state = self.current = PointState(point, variant, model, begin_point(model, point))
         calls = self._unless_oom(lambda: self._warm_up(state, PointRounds))
