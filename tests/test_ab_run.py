@@ -210,11 +210,11 @@ def test_ab_warm_up_that_hangs_is_killed_and_a_killed_runs_worktree_is_removed(c
     gone.wait()  # a pid that no longer runs
     stale = tmp_path / "cache" / "ab" / f"{sha[:12]}-{gone.pid}-deadbeef"
     _git(clone, "worktree", "add", "--detach", "--quiet", str(stale), sha)
-    result = run_ab(clone, tmp_path, "HEAD", "--pp-batch", "1", "--pp-ab-timeout-s", "0.5",
+    result = run_ab(clone, tmp_path, "HEAD", "--pp-batch", "1", "--pp-ab-timeout-s", "0.2",
                     env={"PP_AB_TEST_FAULT": "base:hang:0"})
     assert result.returncode == 1, result.output
     assert f"FAILED perf/test_generate.py::test_generate[{M1}]" in result.output
-    assert "the base worker (HEAD) did not warm up within 30 s: it hung, and was killed" in result.output
+    assert "the base worker (HEAD) did not warm up within 12 s: it hung, and was killed" in result.output
     assert not stale.exists()
     _nothing_left(clone, tmp_path, [])
 

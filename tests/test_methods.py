@@ -226,38 +226,3 @@ def test_flap_bias_is_the_mean_of_what_the_removed_channels_contributed(preset, 
     torch.testing.assert_close(bias, contribution.mean(0), rtol=1e-4, atol=1e-6)
     # hence the pruned layer's output error on those tokens is smaller with it than without it
     assert (contribution - bias).pow(2).sum() < contribution.pow(2).sum()
-
-
-# --- faithfulness on a trained model -------------------------------------------------------------
-
-@pytest.mark.slow
-def test_llm_pruner_taylor_selection_beats_random_selection_of_the_same_shapes(trained):
-    from trained_model import heldout_windows
-
-    config = trained.config
-    plan = run(trained, "llm-pruner", "element", ratio=0.3)
-    taylor = perplexity(apply(copy.deepcopy(trained), plan), heldout_windows())
-    randoms = []
-    for seed in range(3):
-        g = torch.Generator().manual_seed(seed)
-        pick = lambda n, k: sorted(torch.randperm(n, generator=g)[:k].tolist())  # noqa: E731
-        shapes = PrunePlan("random", "trained", 12,
-                           keep_heads={i: pick(config.num_key_value_heads, len(v)) for i, v in plan.keep_heads.items()},
-                           keep_channels={i: pick(config.intermediate_size, len(v))
-                                          for i, v in plan.keep_channels.items()})
-        randoms.append(perplexity(apply(copy.deepcopy(trained), shapes), heldout_windows()))
-    assert taylor < min(randoms)
-
-
-@pytest.mark.slow
-def test_depth_ppl_criterion_beats_the_average_random_choice_of_blocks(trained):
-    import itertools
-
-    from trained_model import heldout_windows
-
-    plan = run(trained, "depth", "ppl", ratio=0.3)
-    windows = heldout_windows(8)  # 15 choices of 4 blocks to evaluate: a smaller held-out set
-    chosen = perplexity(apply(copy.deepcopy(trained), plan), windows)
-    every = [perplexity(apply(copy.deepcopy(trained), PrunePlan("d", "t", 12, drop_blocks=list(c))), windows)
-             for c in itertools.combinations(depth.candidates(12), len(plan.drop_blocks))]
-    assert chosen < sum(every) / len(every)

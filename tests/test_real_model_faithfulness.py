@@ -2,8 +2,9 @@
 criterion pick better than chance, and does FLAP behave as published?
 
 Slow: they need the fetched model (one fetch per machine, see test_real_model.py) and plan it three
-times; plans are cached in pytest's cache dir, so only the first run pays for planning (about 2.5 min
-on a 2-core CPU), later runs only score. Quality is the held-out perplexity on 1023 tokens (one window
+times, with the quick profile's settings and into the perf suite's own plan cache (--pp-cache-dir,
+default .pp-cache): only the first of the tests and the suite pays for planning (about 2.5 min on a
+2-core CPU), and `pytest tests/ perf/` plans once. Quality is the held-out perplexity on 1023 tokens (one window
 of 1024): enough to separate the choices below by a wide margin, at about 5 s per model.
 """
 import copy
@@ -13,6 +14,7 @@ import statistics
 import pytest
 import torch
 
+from pruned_perf.bench.pytest_plugin import plan_cache_dir
 from pruned_perf.models import build_model, load_tokenizer
 from pruned_perf.plan import PrunePlan
 from pruned_perf.pruning.evaluate import heldout_perplexity
@@ -39,7 +41,7 @@ def dense():
 
 @pytest.fixture(scope="module")
 def plan_cache(request):
-    return request.config.cache.mkdir("pruned_perf_faithfulness")
+    return plan_cache_dir(request.config)
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ class PerfSession:
 
         self.config = config
         sweep = sweep_from_options({name: _option(config, name) for name, _, _ in _OPTIONS})
-        self.run = PerfRun(sweep, _cache_dir(config), _log_path(config))
+        self.run = PerfRun(sweep, plan_cache_dir(config), _log_path(config))
         self.oom_points: dict[str, object] = {}
         self.results_json: dict | None = None
         self.comparison_text: str | None = None
@@ -146,14 +146,15 @@ def _pedantic(benchmark):
     return timed_rounds
 
 
-def _cache_dir(config) -> str:
+def plan_cache_dir(config) -> str:
+    """Where the session caches pruning plans (and their perplexities): --pp-cache-dir, or .pp-cache."""
     return _option(config, "cache-dir") or ".pp-cache"
 
 
 def _check_outputs(config) -> None:
     """The run's own outputs (plan cache, point log): a path that cannot be written fails now, before the
     sweep is set up (torch imported) and long before the first point would be logged."""
-    check_writable_dir(_cache_dir(config), "--pp-cache-dir")
+    check_writable_dir(plan_cache_dir(config), "--pp-cache-dir")
     check_append_file(_log_path(config), "--pp-log")
 
 

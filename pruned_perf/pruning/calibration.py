@@ -45,13 +45,6 @@ def builtin_text() -> str:
     return "\n\n".join(topics[key] for key in sorted(topics))
 
 
-def split_builtin_text(heldout_fraction: float = 0.1) -> tuple[str, str]:
-    """The built-in text cut into a training part and a held-out tail (for evaluation)."""
-    text = builtin_text()
-    cut = int(len(text) * (1 - heldout_fraction))
-    return text[:cut], text[cut:]
-
-
 def read_text(path: str | Path) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
