@@ -399,13 +399,12 @@ def _contended(pair, settings: ABSettings) -> bool:
                for r in (pair.base, pair.head))
 
 
-def _busy(pairs, contended: int, settings: ABSettings) -> str | None:
+def _busy(pairs, contended: int, waited: float | None, others: float | None, settings: ABSettings) -> str | None:
     """Load that hits one round of a pair and not the other is what the pairing cannot cancel, so
-    contended pairs never enter the statistic; more than BUSY_SHARE of them and the point is busy."""
+    contended pairs never enter the statistic; more than BUSY_SHARE of them and the point is busy
+    (the reason names the most load seen: `waited`, `others`)."""
     if contended <= BUSY_SHARE * len(pairs):
         return None
-    rounds = [r for p in pairs for r in (p.base, p.head)]
-    waited, others = _most(r.runqueue_wait_frac for r in rounds), _most(r.others_cpu_frac for r in rounds)
     load = []
     if waited is not None and waited > settings.runqueue_tolerance:
         load.append(f"threads waited up to {waited:.2f} s per s for a CPU (tolerance {settings.runqueue_tolerance:g})")
@@ -472,7 +471,8 @@ def judge(pairs, base: Measurement | None, head: Measurement | None, settings: A
     waited, others = _most(r.runqueue_wait_frac for r in rounds), _most(r.others_cpu_frac for r in rounds)
     # A GPU run's host load is recorded but does not decide: the host CPU does not time the kernels.
     clean = [p for p in pairs if not _contended(p, settings)] if on_cpu else list(pairs)
-    busy = _busy(pairs, len(pairs) - len(clean), settings)
+    contended = len(pairs) - len(clean)
+    busy = _busy(pairs, contended, waited, others, settings)
     metrics = []
     if oom is not None:
         metrics.append(oom)
@@ -488,7 +488,6 @@ def judge(pairs, base: Measurement | None, head: Measurement | None, settings: A
                 if m is not None:
                     metrics.append(m)
     status = _status(metrics)
-    contended = len(pairs) - len(clean)
     reason = _reason(status, metrics, busy, pairs)
     if contended and not busy:
         reason += f" ({contended} contended {'pair' if contended == 1 else 'pairs'} left out)"
