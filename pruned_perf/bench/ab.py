@@ -360,7 +360,7 @@ class ABRun:
         if point.id not in self.base_points:
             raise ABPointError(f"the base ({self.base_spec}) does not measure {point.id} (a method or model it lacks)")
         settings = self.settings_for(point.id)
-        slow_s = SLOW_STEP_FACTOR * self.timeout_floor_s
+        slow_s = self.slow_step_s
         started = {role: self._request(role, {"op": "start", "point": point.id}, slow_s, "warm up") for role in ROLES}
         oom = {role for role in ROLES if started[role].get("oom")}
         pairs: list[Pair] = []
@@ -404,10 +404,14 @@ class ABRun:
             if settled(judge(pairs, None, None, settings, self.family, final=len(pairs) >= settings.max_pairs)):
                 return pairs, set()
 
+    @property
+    def slow_step_s(self) -> float:
+        """The time limit of a step with no warm-up to scale from (SLOW_STEP_FACTOR)."""
+        return SLOW_STEP_FACTOR * self.timeout_floor_s
+
     def _solo_rounds(self, role: str) -> None:
         for _ in range(self.solo_rounds):
-            if self._request(role, {"op": "round"}, SLOW_STEP_FACTOR * self.timeout_floor_s,
-                             "answer a round").get("oom"):
+            if self._request(role, {"op": "round"}, self.slow_step_s, "answer a round").get("oom"):
                 return
 
     def _request(self, role: str, message: dict, timeout_s: float | None, what: str) -> dict:

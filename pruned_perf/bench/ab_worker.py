@@ -23,7 +23,7 @@ End of stdin ends the worker. PROTOCOL changes whenever a request or answer chan
 refuses a worker that speaks another.
 
 Tests only: PP_AB_TEST_FAULT=ROLE:KIND:N[:POINT][,...] makes the worker of ROLE die (exit 3), hang, or
-run out of memory (KIND = die | hang | oom) at the N-th timed round (0: in the warm-up) of every point
+run out of memory (KIND = die | hang | oom) at the N-th timed round (0: at the point's start, before its build and warm-up) of every point
 whose id contains POINT (of every point without it).
 """
 from __future__ import annotations

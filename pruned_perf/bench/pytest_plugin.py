@@ -51,7 +51,8 @@ _OPTIONS = [
     ("ab-pairs", "PP_AB_PAIRS", "A/B: most pairs of rounds per point (default 30)"),
     ("ab-look", "PP_AB_LOOK", "A/B: pairs added between two looks at the verdict (default 6)"),
     ("ab-timeout-s", "PP_AB_TIMEOUT_S", "A/B: a worker that does not answer a round within max(this, 10 x its "
-     "warm-up round) seconds, or a point's warm-up within 60 x this, is killed as hung (default 30)"),
+     "warm-up round) seconds, or any other step (a point's build and warm-up) within 60 x this, is killed as "
+     "hung (default 30)"),
 ]
 
 
