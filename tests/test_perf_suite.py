@@ -4,6 +4,7 @@ Runs that measure go to a subprocess (`python -m pytest perf/ ...`), each in its
 directory with its own plan cache, log and results file. Runs that only collect or fail on their
 options run in process through pytester (fast: torch is imported already).
 """
+import itertools
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pruned_perf.bench.fingerprint import fingerprint
+from pruned_perf.bench.fingerprint import cpu_slug, fingerprint
 from pruned_perf.cli import main as cli_main
 from pruned_perf.models import model_config
 from pruned_perf.pointlog import read_log
@@ -57,9 +58,23 @@ def _command(args) -> list[str]:
     return [sys.executable, "-m", "pytest", str(PERF), "-p", "no:cacheprovider", "-q", *map(str, args)]
 
 
+# Each run is pinned to one core, in turn. Runs started together then share the cores without stalling
+# each other: the steadiness probe uses every core a process may run on, and two probes spinning
+# thread pools over the same two cores run many times slower.
+_CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+_started = itertools.count()
+
+
+def _pin_to_one_core():
+    if _CORES:
+        core = _CORES[next(_started) % len(_CORES)]
+        return lambda: os.sched_setaffinity(0, {core})
+    return None
+
+
 def start_perf(args, cwd: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(_command(args), cwd=cwd, env=_env(env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_pin_to_one_core())
 
 
 def finish(proc: subprocess.Popen) -> SimpleNamespace:
@@ -370,7 +385,8 @@ def test_every_point_carries_the_schema_fields(base):
     assert set(fp) == {"device", "name", "memory_bytes", "driver", "cuda", "torch", "transformers", "slug"}
     assert fp["device"] == "cpu" and fp["torch"] == str(torch.__version__)
     assert re.fullmatch(r"[a-z0-9][a-z0-9.-]*", fp["slug"]) and ".." not in fp["slug"]
-    assert fp["slug"] == fingerprint("cpu")["slug"]
+    # the run was pinned to one core (start_perf), and its slug counts the cores it could use
+    assert fp["slug"] == (cpu_slug(fingerprint("cpu")["name"], 1) if _CORES else fingerprint("cpu")["slug"])
 
     dense_layers = model_config("tiny-llama").num_hidden_layers
     points = _by_id(data)

@@ -3,9 +3,10 @@ criterion pick better than chance, and does FLAP behave as published?
 
 Slow: they need the fetched model (one fetch per machine, see test_real_model.py) and plan it three
 times, with the quick profile's settings and into the perf suite's own plan cache (--pp-cache-dir,
-default .pp-cache): only the first of the tests and the suite pays for planning (about 2.5 min on a
-2-core CPU), and `pytest tests/ perf/` plans once. Quality is the held-out perplexity on 1023 tokens (one window
-of 1024): enough to separate the choices below by a wide margin, at about 5 s per model.
+default .pp-cache): only the first of the tests pays for planning (about 2.5 min on a 2-core CPU),
+and a later `pytest perf/` from the same directory (as in .ci/run) reuses the plans. Quality is the
+held-out perplexity on 1023 tokens (one window of 1024): enough to separate the choices below by a wide
+margin, at about 5 s per model.
 """
 import copy
 import random

@@ -1,6 +1,6 @@
 """The CI files: actionlint passes on every workflow, and the rules the workflows exist for hold
 (the GPU workflow is least-privilege, never runs fork code with secrets, is sharded and serialised;
-hosted CI installs the CPU torch before the project; .ci/run runs the README's test command)."""
+hosted CI installs the CPU torch before the project; .ci/run runs the README's two commands)."""
 import importlib.util
 import os
 import re
@@ -15,7 +15,8 @@ import yaml  # PyYAML: a dependency of transformers
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 CI_RUN = ROOT / ".ci" / "run"
-TEST_COMMAND = "python -m pytest tests/ perf/ --benchmark-json results.json"
+TEST_COMMAND = "python -m pytest tests/"
+MAIN_JOB = "pytest perf/ --benchmark-json results.json"
 TORCH_CPU = re.compile(r"pip install\b.*\btorch==2\.13\.0\b.*--index-url\s+\"?https://download\.pytorch\.org/whl/cpu")
 PROJECT_INSTALL = re.compile(r"pip install\b.*-e\s")
 
@@ -247,14 +248,17 @@ def test_ci_ab_runs_on_pull_requests_against_their_base_and_is_informational():
     assert checkout["with"]["fetch-depth"] == 0
 
 
-def test_ci_run_runs_the_readme_test_command():
+def test_ci_run_runs_the_readme_test_command_and_main_job():
     text = CI_RUN.read_text(encoding="utf-8")
     assert os.access(CI_RUN, os.X_OK), ".ci/run is not executable"
     assert "set -euo pipefail" in text
-    assert TEST_COMMAND in text
+    commands = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert TEST_COMMAND in commands, "the test command, as the README gives it, on a line of its own"
+    assert any(line.endswith(MAIN_JOB) for line in commands), "the main job (the perf suite)"
     torch = re.search(r"pip install\b.*\btorch==2\.13\.0\b", text)
     project = re.search(r"pip install\b.*-e \"?\.\[dev\]", text)
     assert torch and project and torch.start() < project.start(), "torch==2.13.0 must come before the project"
     readme = ROOT / "README.md"
     if readme.is_file():
-        assert TEST_COMMAND in readme.read_text(encoding="utf-8"), "README and .ci/run disagree"
+        text = readme.read_text(encoding="utf-8")
+        assert f"&& {TEST_COMMAND}\n" in text and f"&& {MAIN_JOB}\n" in text, "README and .ci/run disagree"
