@@ -168,9 +168,12 @@ def test_ab_newly_oom_is_a_regression(clone, tmp_path, python_base):
 
 @pytest.mark.slow
 def test_ab_ctrl_c_keeps_every_finished_pair_and_leaves_nothing(clone, tmp_path):
+    # Ctrl-C as in a terminal: a shell that started this session in the background (`cmd &`) passed it
+    # SIGINT ignored, and the run would inherit that and never see the signal.
     proc = subprocess.Popen(_command(tmp_path, "HEAD", "--pp-batch", "1", "--pp-ab-pairs", "500",
                                      "--pp-ab-look", "500"),
-                            cwd=clone, env=_env(clone), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=clone, env=_env(clone), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = tmp_path / "ab.jsonl"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
