@@ -25,7 +25,7 @@ import sys
 import torch
 
 from pruned_perf.bench.measure import full_call, make_inputs, time_once
-from pruned_perf.errors import UserError
+from pruned_perf.errors import UserError, exit_status
 from pruned_perf.models import build_model, model_config
 from pruned_perf.schema import Point
 
@@ -145,24 +145,23 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, nargs=2, default=[2, 1], help="threads: A's and B's thread count")
     parser.add_argument("--b-env", type=_env_pair, nargs="*", default=[], help="processes: B's extra environment")
     args = parser.parse_args(argv)
-    try:
-        if min(args.threads) < 1 or args.pairs < 1 or args.batch_size < 1:
-            raise UserError(f"--threads, --pairs and --batch-size must be at least 1, got --threads "
-                            f"{' '.join(map(str, args.threads))} --pairs {args.pairs} --batch-size {args.batch_size}")
-        model_config(args.model)  # an unknown model: one error here, not one per worker
-        if args.mode == "worker":
-            worker(args.model, args.batch_size)
-        elif args.mode == "threads":
-            counts = tuple(args.threads)
-            timings = threads(args.model, args.batch_size, counts, args.pairs)
-            print(summary((f"{counts[0]} thread(s)", f"{counts[1]} thread(s)"), timings))
-        else:
-            timings, states = processes(args.model, args.batch_size, dict(args.b_env), args.pairs)
-            print(summary((f"A ({states[0]})", f"B ({states[1]})"), timings))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: _run(args))
+
+
+def _run(args) -> None:
+    if min(args.threads) < 1 or args.pairs < 1 or args.batch_size < 1:
+        raise UserError(f"--threads, --pairs and --batch-size must be at least 1, got --threads "
+                        f"{' '.join(map(str, args.threads))} --pairs {args.pairs} --batch-size {args.batch_size}")
+    model_config(args.model)  # an unknown model: one error here, not one per worker
+    if args.mode == "worker":
+        worker(args.model, args.batch_size)
+    elif args.mode == "threads":
+        counts = tuple(args.threads)
+        timings = threads(args.model, args.batch_size, counts, args.pairs)
+        print(summary((f"{counts[0]} thread(s)", f"{counts[1]} thread(s)"), timings))
+    else:
+        timings, states = processes(args.model, args.batch_size, dict(args.b_env), args.pairs)
+        print(summary((f"A ({states[0]})", f"B ({states[1]})"), timings))
 
 
 if __name__ == "__main__":

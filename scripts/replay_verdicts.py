@@ -30,7 +30,7 @@ from pruned_perf.analysis.config import config_from_table
 from pruned_perf.analysis.baselines import check_good_run
 from pruned_perf.analysis.history import run_summary
 from pruned_perf.analysis.results import load_results
-from pruned_perf.errors import UserError
+from pruned_perf.errors import UserError, exit_status
 
 # These tolerances turn their signal off: no machine is that much busier (1000 cores) or slower (10x).
 RULES = {"defaults": {}, "envelope only": {"history_sigmas": 0},
@@ -109,20 +109,19 @@ def main(argv=None) -> int:
     parser.add_argument("--effects", action="store_true",
                         help="each run's latency against the plain runs right before and after it, per model")
     args = parser.parse_args(argv)
-    try:
-        if args.effects:
-            print("== latency against the plain runs before and after (median over a model's points)",
-                  *effects(args.directory), sep="\n")
-            return 0
-        if any(h < 1 for h in args.history):
-            raise UserError(f"--history must be at least 1, got {args.history}")
-        for history in args.history:
-            lines = replay(args.directory, history)
-            print(f"== history of {history} run(s)", *lines, sep="\n")
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: _run(args))
+
+
+def _run(args) -> None:
+    if args.effects:
+        print("== latency against the plain runs before and after (median over a model's points)",
+              *effects(args.directory), sep="\n")
+        return
+    if any(h < 1 for h in args.history):
+        raise UserError(f"--history must be at least 1, got {args.history}")
+    for history in args.history:
+        lines = replay(args.directory, history)
+        print(f"== history of {history} run(s)", *lines, sep="\n")
 
 
 if __name__ == "__main__":
