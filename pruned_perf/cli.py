@@ -296,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(with_methods=command in PRUNING_COMMANDS).parse_args(argv)
     try:
-        typed = getattr(args, "typed", None)  # a handler with typed arguments, or (results commands) the Namespace
-        return args.func(typed(args) if typed else args)
+        return args.func(args.typed(args))  # every handler takes its typed arguments
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

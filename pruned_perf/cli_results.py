@@ -1,12 +1,15 @@
 """The results subcommands: compare, report, plot, baseline update|show, merge.
 
-`add_commands(subparsers)` adds them to the main parser; each sets `func` to a handler that takes
-the parsed args and returns an exit code. A UserError propagates: the main CLI prints it and exits 2.
+`add_commands(subparsers)` adds them to the main parser; each sets `func` to a handler that takes its
+typed arguments (a frozen dataclass, made from the parsed Namespace by `typed`) and returns an exit
+code. A UserError propagates: the main CLI prints it and exits 2.
 Exit codes of `compare`: 0 no regression, 1 regression, 2 bad input.
 """
 from __future__ import annotations
 
+import argparse
 import sys
+from dataclasses import dataclass, replace
 
 from tabulate import tabulate
 
@@ -18,6 +21,78 @@ from pruned_perf.atomic import (PARENTS_HELP, check_output_file, check_writable_
 from pruned_perf.errors import UserError
 
 EXIT_OK, EXIT_REGRESSION = 0, 1
+
+
+@dataclass(frozen=True)
+class BaselineChoice:
+    """Which stored results a run is set against: --baseline and the options that go with it."""
+
+    baseline: str | None  # a file, a directory, "auto", or None: no baseline
+    baselines_dir: str
+    allow_mismatch: bool
+    pyproject: str | None
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> BaselineChoice:
+        return cls(ns.baseline, ns.baselines_dir, ns.allow_mismatch, ns.pyproject)
+
+
+@dataclass(frozen=True)
+class CompareArgs:
+    results: str
+    against: BaselineChoice
+    format: str
+    json: str | None
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> CompareArgs:
+        return cls(ns.results, BaselineChoice.from_namespace(ns), ns.format, ns.json)
+
+
+@dataclass(frozen=True)
+class ReportArgs:
+    results: str
+    against: BaselineChoice
+    format: str
+    summary: bool
+    out: str | None
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> ReportArgs:
+        return cls(ns.results, BaselineChoice.from_namespace(ns), ns.format, ns.summary, ns.out)
+
+
+@dataclass(frozen=True)
+class PlotArgs:
+    results: str
+    against: BaselineChoice
+    out: str
+    quality: bool
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> PlotArgs:
+        return cls(ns.results, BaselineChoice.from_namespace(ns), ns.out, ns.quality)
+
+
+@dataclass(frozen=True)
+class BaselineUpdateArgs:
+    results: str
+    baselines_dir: str
+    force: bool
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> BaselineUpdateArgs:
+        return cls(ns.results, ns.baselines_dir, ns.force)
+
+
+@dataclass(frozen=True)
+class MergeArgs:
+    shards: tuple[str, ...]
+    out: str
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> MergeArgs:
+        return cls(tuple(ns.shards), ns.out)
 
 
 def add_commands(subparsers) -> None:
@@ -57,7 +132,7 @@ def _add_compare(sub) -> None:
                                      "Exit 0: no regression, 1: regression, 2: bad input.")
     p.add_argument("--format", choices=("github", "plain"), default="github")
     p.add_argument("--json", metavar="FILE", help=f"also write the verdicts as JSON ({PARENTS_HELP})")
-    p.set_defaults(func=cmd_compare)
+    p.set_defaults(func=cmd_compare, typed=CompareArgs.from_namespace)
 
 
 def _add_report(sub) -> None:
@@ -65,14 +140,14 @@ def _add_report(sub) -> None:
     p.add_argument("--format", choices=("github", "plain"), default="github")
     p.add_argument("--summary", action="store_true", help="fit GitHub's 1 MiB step summary")
     p.add_argument("--out", metavar="FILE", help=f"write here instead of stdout ({PARENTS_HELP})")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, typed=ReportArgs.from_namespace)
 
 
 def _add_plot(sub) -> None:
     p = _results_command(sub, "plot", None, help="throughput-latency figure like the reference figure")
     p.add_argument("--out", required=True, metavar="FIG.png|FIG.svg", help=f"the figure ({PARENTS_HELP})")
     p.add_argument("--quality", action="store_true", help="held-out perplexity against throughput")
-    p.set_defaults(func=cmd_plot)
+    p.set_defaults(func=cmd_plot, typed=PlotArgs.from_namespace)
 
 
 def _add_baseline(sub) -> None:
@@ -86,56 +161,57 @@ def _add_baseline(sub) -> None:
     up.add_argument("--force", action="store_true",
                     help="store even a run with failed points or widely spread rounds, and replace a baseline "
                          "that is unreadable or of other hardware or schema (its history starts anew)")
-    up.set_defaults(func=cmd_baseline_update)
+    up.set_defaults(func=cmd_baseline_update, typed=BaselineUpdateArgs.from_namespace)
     show = bsub.add_parser("show", help="list stored baselines")
     show.add_argument("--baselines-dir", default="baselines", metavar="DIR")
-    show.set_defaults(func=cmd_baseline_show)
+    show.set_defaults(func=cmd_baseline_show, typed=lambda ns: ns.baselines_dir)
 
 
 def _add_merge(sub) -> None:
     p = sub.add_parser("merge", help="merge shard results of one run into one results file")
     p.add_argument("shards", nargs="+", metavar="SHARD.json")
     p.add_argument("-o", "--out", required=True, metavar="OUT.json", help=f"the merged results ({PARENTS_HELP})")
-    p.set_defaults(func=cmd_merge)
+    p.set_defaults(func=cmd_merge, typed=MergeArgs.from_namespace)
 
 
 # ---------------------------------------------------------------- handlers
 
 
-def _compare_with_baseline(args, current):
+def _compare_with_baseline(against: BaselineChoice, current):
     """(baseline Results, Comparison) for --baseline, or (None, None) when none was asked for."""
-    if not args.baseline:
+    if not against.baseline:
         return None, None
-    return baselines.compare_with_baseline(current, args.baseline, args.baselines_dir, args.pyproject, args.allow_mismatch)
+    return baselines.compare_with_baseline(current, against.baseline, against.baselines_dir, against.pyproject,
+                                           against.allow_mismatch)
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args: CompareArgs) -> int:
     from pruned_perf.analysis.report import render
 
-    if not args.baseline:
+    if not args.against.baseline:
         raise UserError("compare needs a baseline: --baseline FILE|DIR|auto")
     if args.json:
         check_output_file(args.json, "--json")  # before the work, not after it
     current = res.load_results(args.results)
-    if args.baseline == "auto" and has_ab(current):  # an A/B run: its pairs are the comparison
-        return ab_report.compare(current, args.format, args.json, args.pyproject)
-    _, comparison = _compare_with_baseline(args, current)
+    if args.against.baseline == "auto" and has_ab(current):  # an A/B run: its pairs are the comparison
+        return ab_report.compare(current, args.format, args.json, args.against.pyproject)
+    _, comparison = _compare_with_baseline(args.against, current)
     print(render(current, comparison, fmt=args.format), end="")
     if args.json:
         write_json_atomic(args.json, comparison.to_dict())
     return EXIT_REGRESSION if comparison.has_regression else EXIT_OK
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: ReportArgs) -> int:
     from pruned_perf.analysis.report import render
 
     if args.out:
         check_output_file(args.out, "--out")
     current = res.load_results(args.results)
-    if not args.baseline and has_ab(current):
+    if not args.against.baseline and has_ab(current):
         text = ab_report.report(current, args.format)
     else:
-        _, comparison = _compare_with_baseline(args, current)
+        _, comparison = _compare_with_baseline(args.against, current)
         text = render(current, comparison, fmt=args.format, summary=args.summary)
     if args.out:
         write_text_atomic(args.out, text)
@@ -144,36 +220,38 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
-def cmd_plot(args) -> int:
+def cmd_plot(args: PlotArgs) -> int:
     from pruned_perf.analysis.plot import figure_format, plot
 
     figure_format(args.out)  # before loading anything: a typo should not cost a comparison
     check_output_file(args.out, "--out")
     current = res.load_results(args.results)
-    if args.baseline == "auto" and not baselines.baseline_path(args.baselines_dir, current.slug, current.profile).is_file():
-        print(f"warning: no baseline for {current.slug} profile {current.profile} under {args.baselines_dir}; "
+    against = args.against
+    store = against.baselines_dir
+    if against.baseline == "auto" and not baselines.baseline_path(store, current.slug, current.profile).is_file():
+        print(f"warning: no baseline for {current.slug} profile {current.profile} under {store}; "
               "plotting without one", file=sys.stderr)
-        args.baseline = None
-    if not args.baseline and has_ab(current):  # an A/B run: the base side's lines are the baseline
+        against = replace(against, baseline=None)
+    if not against.baseline and has_ab(current):  # an A/B run: the base side's lines are the baseline
         baseline, comparison = ab_report.base_side(current), None
     else:
-        baseline, comparison = _compare_with_baseline(args, current)
+        baseline, comparison = _compare_with_baseline(against, current)
     plot(current, args.out, baseline=baseline, comparison=comparison, quality=args.quality)
     print(f"wrote {args.out}")
     return EXIT_OK
 
 
-def cmd_baseline_update(args) -> int:
+def cmd_baseline_update(args: BaselineUpdateArgs) -> int:
     check_writable_dir(args.baselines_dir, "--baselines-dir")
     path, runs = baselines.store_baseline(args.results, args.baselines_dir, force=args.force)
     print(f"stored {args.results} as baseline {path} ({runs} run(s) in its history)")
     return EXIT_OK
 
 
-def cmd_baseline_show(args) -> int:
-    entries = baselines.list_baselines(args.baselines_dir)
+def cmd_baseline_show(baselines_dir: str) -> int:
+    entries = baselines.list_baselines(baselines_dir)
     if not entries:
-        print(f"no baselines under {args.baselines_dir}")
+        print(f"no baselines under {baselines_dir}")
         return EXIT_OK
     rows = [[e.slug, e.profile, e.points, e.oom_points, e.datetime, e.torch, e.transformers, e.error or "ok"]
             for e in entries]
@@ -182,7 +260,7 @@ def cmd_baseline_show(args) -> int:
     return EXIT_OK
 
 
-def cmd_merge(args) -> int:
+def cmd_merge(args: MergeArgs) -> int:
     check_output_file(args.out, "--out")
     merged = merge.merge_results(args.shards)
     write_json_atomic(args.out, merged.to_json())

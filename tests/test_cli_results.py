@@ -1,5 +1,4 @@
 """The results subcommands end to end: exit codes, printed tables, files written or left alone."""
-import argparse
 import json
 import os
 import re
@@ -7,9 +6,8 @@ import sys
 
 import pytest
 
-from pruned_perf import cli_results
 from pruned_perf.analysis.results import load_results
-from pruned_perf.errors import UserError
+from pruned_perf.cli import main as cli_main
 
 try:
     from tests.synthetic_results import make_results, point_id, scale_point, sweep, write
@@ -20,15 +18,8 @@ SLUG = "nvidia-h200-140gb"
 
 
 def main(argv) -> int:
-    """What pruned_perf.cli does with these commands: UserError -> message on stderr, exit 2."""
-    parser = argparse.ArgumentParser(prog="pruned-perf")
-    cli_results.add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([str(a) for a in argv])
-    try:
-        return args.func(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """The CLI itself (a UserError: one line on stderr, exit 2)."""
+    return cli_main([str(a) for a in argv])
 
 
 
