@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from tabulate import tabulate
 
@@ -39,60 +39,59 @@ class BaselineChoice:
 
 @dataclass(frozen=True)
 class CompareArgs:
+    """`pruned-perf compare`."""
+
     results: str
     against: BaselineChoice
     format: str
     json: str | None
 
-    @classmethod
-    def from_namespace(cls, ns: argparse.Namespace) -> CompareArgs:
-        return cls(ns.results, BaselineChoice.from_namespace(ns), ns.format, ns.json)
-
 
 @dataclass(frozen=True)
 class ReportArgs:
+    """`pruned-perf report`."""
+
     results: str
     against: BaselineChoice
     format: str
     summary: bool
     out: str | None
 
-    @classmethod
-    def from_namespace(cls, ns: argparse.Namespace) -> ReportArgs:
-        return cls(ns.results, BaselineChoice.from_namespace(ns), ns.format, ns.summary, ns.out)
-
 
 @dataclass(frozen=True)
 class PlotArgs:
+    """`pruned-perf plot`."""
+
     results: str
     against: BaselineChoice
     out: str
     quality: bool
 
-    @classmethod
-    def from_namespace(cls, ns: argparse.Namespace) -> PlotArgs:
-        return cls(ns.results, BaselineChoice.from_namespace(ns), ns.out, ns.quality)
-
 
 @dataclass(frozen=True)
 class BaselineUpdateArgs:
+    """`pruned-perf baseline update`."""
+
     results: str
     baselines_dir: str
     force: bool
 
-    @classmethod
-    def from_namespace(cls, ns: argparse.Namespace) -> BaselineUpdateArgs:
-        return cls(ns.results, ns.baselines_dir, ns.force)
-
 
 @dataclass(frozen=True)
 class MergeArgs:
-    shards: tuple[str, ...]
+    """`pruned-perf merge`."""
+
+    shards: list[str]
     out: str
 
-    @classmethod
-    def from_namespace(cls, ns: argparse.Namespace) -> MergeArgs:
-        return cls(tuple(ns.shards), ns.out)
+
+def _typed(cls):
+    """A parser default that makes `cls` from the Namespace attributes of its fields' names (`against`:
+    the BaselineChoice options)."""
+    def make(ns: argparse.Namespace):
+        return cls(**{f.name: BaselineChoice.from_namespace(ns) if f.name == "against" else getattr(ns, f.name)
+                      for f in fields(cls)})
+    return make
 
 
 def add_commands(subparsers) -> None:
@@ -132,7 +131,7 @@ def _add_compare(sub) -> None:
                                      "Exit 0: no regression, 1: regression, 2: bad input.")
     p.add_argument("--format", choices=("github", "plain"), default="github")
     p.add_argument("--json", metavar="FILE", help=f"also write the verdicts as JSON ({PARENTS_HELP})")
-    p.set_defaults(func=cmd_compare, typed=CompareArgs.from_namespace)
+    p.set_defaults(func=cmd_compare, typed=_typed(CompareArgs))
 
 
 def _add_report(sub) -> None:
@@ -140,14 +139,14 @@ def _add_report(sub) -> None:
     p.add_argument("--format", choices=("github", "plain"), default="github")
     p.add_argument("--summary", action="store_true", help="fit GitHub's 1 MiB step summary")
     p.add_argument("--out", metavar="FILE", help=f"write here instead of stdout ({PARENTS_HELP})")
-    p.set_defaults(func=cmd_report, typed=ReportArgs.from_namespace)
+    p.set_defaults(func=cmd_report, typed=_typed(ReportArgs))
 
 
 def _add_plot(sub) -> None:
     p = _results_command(sub, "plot", None, help="throughput-latency figure like the reference figure")
     p.add_argument("--out", required=True, metavar="FIG.png|FIG.svg", help=f"the figure ({PARENTS_HELP})")
     p.add_argument("--quality", action="store_true", help="held-out perplexity against throughput")
-    p.set_defaults(func=cmd_plot, typed=PlotArgs.from_namespace)
+    p.set_defaults(func=cmd_plot, typed=_typed(PlotArgs))
 
 
 def _add_baseline(sub) -> None:
@@ -161,7 +160,7 @@ def _add_baseline(sub) -> None:
     up.add_argument("--force", action="store_true",
                     help="store even a run with failed points or widely spread rounds, and replace a baseline "
                          "that is unreadable or of other hardware or schema (its history starts anew)")
-    up.set_defaults(func=cmd_baseline_update, typed=BaselineUpdateArgs.from_namespace)
+    up.set_defaults(func=cmd_baseline_update, typed=_typed(BaselineUpdateArgs))
     show = bsub.add_parser("show", help="list stored baselines")
     show.add_argument("--baselines-dir", default="baselines", metavar="DIR")
     show.set_defaults(func=cmd_baseline_show, typed=lambda ns: ns.baselines_dir)
@@ -171,7 +170,7 @@ def _add_merge(sub) -> None:
     p = sub.add_parser("merge", help="merge shard results of one run into one results file")
     p.add_argument("shards", nargs="+", metavar="SHARD.json")
     p.add_argument("-o", "--out", required=True, metavar="OUT.json", help=f"the merged results ({PARENTS_HELP})")
-    p.set_defaults(func=cmd_merge, typed=MergeArgs.from_namespace)
+    p.set_defaults(func=cmd_merge, typed=_typed(MergeArgs))
 
 
 # ---------------------------------------------------------------- handlers
