@@ -25,10 +25,13 @@ STEP = 0.03  # the machine's random walk per round
 
 def machine_pairs(rng: random.Random, n: int, ratio: float = 1.0, noise: float = NOISE, step: float = STEP,
                   position_bias: float = 0.0, order: str = "alternate", load: tuple = (0.0, 0.0),
-                  scale: float = 1.0) -> list:
+                  scale: float = 1.0, ttft_noise: float | None = None, ttft_ratio: float | None = None) -> list:
     """n pairs on the drifting machine; the head is `ratio` times slower; the round second in its pair
     is exp(position_bias) slower; `load`: each round's (run-queue wait, others' CPU); `scale`: the
-    latency of a base round on the machine at its start."""
+    latency of a base round on the machine at its start. TTFT has noise and a ratio of its own where
+    given (a short prefill on a CPU is far noisier than a whole call)."""
+    noises = (noise, noise if ttft_noise is None else ttft_noise, noise)
+    ratios = (ratio, ratio if ttft_ratio is None else ttft_ratio, ratio)
     w = rng.gauss(0, 0.3)  # where the machine's speed starts
     pairs = []
     for i in range(n):
@@ -36,8 +39,10 @@ def machine_pairs(rng: random.Random, n: int, ratio: float = 1.0, noise: float =
         rounds = {}
         for position, side in enumerate((first, "head" if first == "base" else "base")):
             w += rng.gauss(0, step)
-            slow = w + position * position_bias + (math.log(ratio) if side == "head" else 0.0)
-            latency, ttft, tpot = (math.exp(slow + rng.gauss(0, noise)) * scale * share for share in (1.0, 0.1, 0.05))
+            slow = w + position * position_bias
+            latency, ttft, tpot = (
+                math.exp(slow + (math.log(r) if side == "head" else 0.0) + rng.gauss(0, sd)) * scale * share
+                for share, sd, r in zip((1.0, 0.1, 0.05), noises, ratios))
             rounds[side] = SideRound(latency, ttft, tpot, *load)
         pairs.append(Pair(first, rounds["base"], rounds["head"]))
     return pairs
@@ -49,7 +54,7 @@ def run_point(rng, settings: ABSettings, family: int, base: Measurement | None =
     pairs = machine_pairs(rng, settings.max_pairs, **machine)
     for n in paired.look_sizes(settings):
         ab = paired.judge(pairs[:n], base, head, settings, family, final=n >= settings.max_pairs)
-        if paired.settled(ab):
+        if paired.settled(ab, settings):
             return ab
     raise AssertionError("the last look is final, so it always settles")
 

@@ -162,9 +162,48 @@ def test_simulation_identical_code_is_never_regressed_and_its_latency_often_unch
     assert sum(ab.metric("latency_s").verdict == UNCHANGED for ab in points) >= 40
     assert statuses.count(UNCHANGED) >= 10
     for ab in points:
-        if ab.status == INCONCLUSIVE:
-            assert len(ab.pairs) == settings.max_pairs and ab.final
+        if ab.status == INCONCLUSIVE:  # at the cap, or stopped where the cap could not settle it
             assert "more would settle it" in ab.reason or "threshold" in ab.reason
+            open_ = [m for m in ab.metrics if m.verdict == INCONCLUSIVE]
+            assert ab.final or (len(ab.pairs) >= paired.FUTILITY_FROM_PAIRS and paired.futile(open_, len(ab.pairs), settings))
+
+
+# The real 2-core CPU's pairs of identical code (docs/verdict-trials.md, "Futility stop"): latency and TPOT
+# spread by about 0.04, TTFT of a 12-token prompt by 0.1-0.3.
+REAL_LATENCY_NOISE, REAL_TTFT_NOISES = 0.03, (0.1, 0.2)
+
+
+@pytest.mark.parametrize("ttft_noise", REAL_TTFT_NOISES)
+def test_simulation_futility_stops_identical_code_whose_ttft_the_cap_cannot_settle(ttft_noise):
+    settings = ABSettings()
+    rng = random.Random(21)
+    points = [run_point(rng, settings, SUITE, noise=REAL_LATENCY_NOISE, ttft_noise=ttft_noise) for _ in range(100)]
+    assert not any(ab.status in (REGRESSED, IMPROVED) for ab in points)
+    assert sum(ab.metric("latency_s").verdict == UNCHANGED for ab in points) >= 90
+    stopped = [ab for ab in points if ab.status == INCONCLUSIVE and len(ab.pairs) < settings.max_pairs]
+    assert len(stopped) >= 30
+    for ab in stopped:
+        ttft = ab.metric("ttft_s")
+        assert len(ab.pairs) >= paired.FUTILITY_FROM_PAIRS and ttft.verdict == INCONCLUSIVE
+        assert ttft.more_pairs is None or ttft.pairs + ttft.more_pairs > paired.FUTILITY_FACTOR * settings.max_pairs
+    assert statistics.fmean(len(ab.pairs) for ab in points) < 0.8 * settings.max_pairs
+
+
+@pytest.mark.parametrize("ttft_noise", REAL_TTFT_NOISES)
+def test_simulation_futility_stop_still_catches_what_the_cap_catches(ttft_noise):
+    """With the futility stop and without it (a factor no projection exceeds), the same slowdowns are
+    caught: a 10% one of everything, and one of TTFT alone (the one-thread commit at M=8)."""
+    settings = ABSettings()
+    for ratio, ttft_ratio in ((1.1, 1.1), (1.05, 1.45)):
+        caught = {}
+        for factor in (paired.FUTILITY_FACTOR, math.inf):
+            rng = random.Random(22)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(paired, "FUTILITY_FACTOR", factor)
+                points = [run_point(rng, settings, SUITE, ratio=ratio, noise=REAL_LATENCY_NOISE, ttft_noise=ttft_noise,
+                                    ttft_ratio=ttft_ratio) for _ in range(60)]
+            caught[factor] = sum(ab.status == REGRESSED for ab in points)
+        assert caught[paired.FUTILITY_FACTOR] == caught[math.inf] >= 57, (ratio, ttft_ratio, caught)
 
 
 def test_simulation_a_position_bias_cancels_through_the_counterbalanced_order():
@@ -190,7 +229,7 @@ def test_inconclusive_says_how_many_more_pairs_would_settle_it():
     latency = ab.metric("latency_s")
     assert latency.verdict == INCONCLUSIVE and latency.ci_low is None and latency.ci_high is None
     assert latency.more_pairs >= 9 and "more would settle it" in latency.reason
-    assert not settled(ab) and "6 pairs" in ab.reason
+    assert not settled(ab, ABSettings()) and "6 pairs" in ab.reason
     # a 20% slowdown at 30 pairs settles it
     assert judge(machine_pairs(rng, 30, ratio=1.2), None, None, ABSettings(), SUITE, final=True).status == REGRESSED
     # within the threshold: an estimate nearer it needs more pairs to be `unchanged` than one at 1.0
@@ -224,7 +263,7 @@ def test_a_busy_machine_makes_every_timing_inconclusive_never_a_verdict(load, na
         assert ab.status == INCONCLUSIVE and ab.reason.startswith("machine busy in 30 of 30 pairs: ") and named in ab.reason
         for name in paired.TIMING_METRICS:
             assert ab.metric(name).verdict == INCONCLUSIVE and ab.metric(name).reason == ab.busy
-        assert settled(ab)
+        assert settled(ab, ABSettings())
     # the tolerances come from the settings; the load is the most over both sides' rounds
     lenient = ABSettings(runqueue_tolerance=1.0, others_tolerance=1.0)
     ab = judge(machine_pairs(rng, 30, ratio=1.4, load=load), cpu, cpu, lenient, 1, final=True)
@@ -255,7 +294,7 @@ def test_contended_pairs_are_left_out_and_a_point_with_many_of_them_is_busy():
     busy = judge(_hogged(quiet[:6], {0, 1}), cpu, cpu, ABSettings(), 1, final=False)
     assert busy.status == INCONCLUSIVE and busy.reason.startswith("machine busy in 2 of 6 pairs: ")
     assert all(busy.metric(name).verdict == INCONCLUSIVE for name in paired.TIMING_METRICS)
-    assert settled(busy)
+    assert settled(busy, ABSettings())
 
 
 def test_a_gpu_run_is_not_judged_busy_by_its_host_cpu():
@@ -294,7 +333,7 @@ def test_deterministic_metrics_compare_each_sides_value_with_the_threshold():
 def test_out_of_memory_on_either_side(base_oom, head_oom, status, verdict):
     base, head = _side(oom=base_oom), _side(oom=head_oom)
     ab = judge((), base, head, ABSettings(), 1, final=True)
-    assert ab.status == status and ab.metric("oom").verdict == verdict and settled(ab)
+    assert ab.status == status and ab.metric("oom").verdict == verdict and settled(ab, ABSettings())
     assert paired.is_regression(ab.metric("oom").verdict) == (verdict == NEWLY_OOM)
 
 

@@ -48,6 +48,12 @@ DEFAULT_MAX_PAIRS = 30
 DEFAULT_AB_ALPHA = 0.005
 # Two-sided level of the interval that must lie within +-threshold for `unchanged`.
 EQUIVALENCE_LEVEL = 0.90
+# The futility stop: from the look at FUTILITY_FROM_PAIRS pairs on, a point whose every open timing
+# metric would need more than FUTILITY_FACTOR x the cap in all (at its estimate and spread so far)
+# stops, `inconclusive`. It ends points that the cap could not settle (TTFT of a short prompt on a CPU)
+# and never declares anything, so the error control is unchanged (docs/ab-verdicts.md, "Futility stop").
+FUTILITY_FACTOR = 2.0
+FUTILITY_FROM_PAIRS = 12
 
 
 @dataclass(frozen=True)
@@ -511,13 +517,23 @@ def _reason(status: str, metrics, busy: str | None, pairs) -> str:
     return f"{len(pairs)} pairs"
 
 
-def settled(ab: PointAB) -> bool:
+def settled(ab: PointAB, settings: ABSettings) -> bool:
     """Whether the driver can stop adding pairs: no more will come, or the machine was busy, or the
-    point regressed, or every timing metric is decided."""
+    point regressed, or every timing metric is decided, or the open ones are futile (FUTILITY_FACTOR)."""
     if ab.final or ab.busy or ab.status == REGRESSED:
         return True
     timing = [m for m in ab.metrics if m.name in TIMING_METRICS]
-    return bool(timing) and all(m.verdict != INCONCLUSIVE for m in timing)
+    open_ = [m for m in timing if m.verdict == INCONCLUSIVE]
+    return bool(timing) and (not open_ or futile(open_, len(ab.pairs), settings))
+
+
+def futile(open_metrics, pairs: int, settings: ABSettings) -> bool:
+    """Whether every open metric would need more than FUTILITY_FACTOR x the cap in all (or none would
+    settle at its estimate), at a look of at least FUTILITY_FROM_PAIRS pairs."""
+    if pairs < FUTILITY_FROM_PAIRS:
+        return False
+    limit = FUTILITY_FACTOR * settings.max_pairs
+    return all(m.more_pairs is None or m.pairs + m.more_pairs > limit for m in open_metrics)
 
 
 def is_regression(verdict: str) -> bool:

@@ -401,7 +401,7 @@ class ABRun:
                 pair = Pair(order[len(pairs) % 2], rounds["base"], rounds["head"])
                 pairs.append(pair)
                 self.log.append_pair(pair, point.id, nodeid)
-            if settled(judge(pairs, None, None, settings, self.family, final=len(pairs) >= settings.max_pairs)):
+            if settled(judge(pairs, None, None, settings, self.family, final=len(pairs) >= settings.max_pairs), settings):
                 return pairs, set()
 
     @property
