@@ -132,6 +132,8 @@ def test_ab_against_head_with_a_worker_that_dies_and_one_that_hangs(clone, tmp_p
     assert Path(described["head"]["pruned_perf"]) == clone / "pruned_perf"
     assert Path(described["base"]["pruned_perf"]).is_relative_to(tmp_path / "cache" / "ab")
     assert described["settings"]["max_pairs"] == 4
+    for role in ("base", "head"):  # each side scored the variant in its own cache: the same work on both
+        assert list((tmp_path / "cache" / "ab-plans" / role).glob("tiny-llama-dense-*.ppl-*.json")), role
 
     pairs = read_pairs(tmp_path / "ab.jsonl")
     by_point = {p: [r["ab_pair"] for r in pairs if r["point"] == p] for p in (M1, M2, M4)}

@@ -185,6 +185,7 @@ def test_simulation_futility_stops_identical_code_whose_ttft_the_cap_cannot_sett
     for ab in stopped:
         ttft = ab.metric("ttft_s")
         assert len(ab.pairs) >= paired.FUTILITY_FROM_PAIRS and ttft.verdict == INCONCLUSIVE
+        assert ab.reason.endswith(", beyond 2x the cap: stopped"), ab.reason
         assert ttft.more_pairs is None or ttft.pairs + ttft.more_pairs > paired.FUTILITY_FACTOR * settings.max_pairs
     assert statistics.fmean(len(ab.pairs) for ab in points) < 0.8 * settings.max_pairs
 

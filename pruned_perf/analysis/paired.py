@@ -495,6 +495,9 @@ def judge(pairs, base: Measurement | None, head: Measurement | None, settings: A
                     metrics.append(m)
     status = _status(metrics)
     reason = _reason(status, metrics, busy, pairs)
+    if status == INCONCLUSIVE and not busy and len(pairs) < settings.max_pairs and futile(
+            [m for m in metrics if m.name in TIMING_METRICS and m.verdict == INCONCLUSIVE], len(pairs), settings):
+        reason += f", beyond {FUTILITY_FACTOR:g}x the cap: stopped"
     if contended and not busy:
         reason += f" ({contended} contended {'pair' if contended == 1 else 'pairs'} left out)"
     return PointAB(pairs, tuple(metrics), status, reason, family, final, busy, waited, others, contended)

@@ -7,7 +7,8 @@ timed in pairs of adjacent rounds. Knows nothing of pytest (pruned_perf.bench.ab
   Python interpreter on the head's tree (to compare torch or transformers versions).
 
 Each side is a long-lived `python -m pruned_perf.bench.ab_worker` with cwd and PYTHONPATH at its tree,
-so it sizes, prunes, builds and measures with its own code; this process only drives. Per point: a
+so it sizes, prunes, builds and measures with its own code, planning and scoring in a cache of its own
+(cache_dir/ab-plans/ROLE: ABRun.side_cache); this process only drives. Per point: a
 warm-up on both sides, the same calls per round on both (the larger of the two sizings), then pairs of
 rounds in counterbalanced order (the first pair's order drawn at random, then alternating) in looks of
 `pairs_per_look` up to `max_pairs`, judged after each look (pruned_perf.analysis.paired) until settled.
@@ -333,9 +334,8 @@ class ABRun:
     def _greet(self, started: dict) -> None:
         for role, worker in started.items():
             self.described[role] = {"role": role, "spec": self.sides[role].spec, **worker.hello()}
-        setup = {"op": "setup", "options": self.options, "cache_dir": str(self.cache_dir)}
-        for worker in started.values():
-            worker.send(setup)
+        for role, worker in started.items():
+            worker.send({"op": "setup", "options": self.options, "cache_dir": str(self.side_cache(role))})
         for role, worker in started.items():
             answer = worker.receive(HELLO_TIMEOUT_S, "set up the sweep")
             if "error" in answer:
@@ -345,6 +345,14 @@ class ABRun:
                 self.described[role]["threads"] = answer["threads"]
             if role == "base":
                 self.base_points = set(answer["points"])
+
+    def side_cache(self, role: str) -> Path:
+        """Each side plans and scores its variants in its own cache. A plan is one side's calibration
+        and perplexity one side's long forward passes: shared, the side that got there first did that
+        work and the other only loaded the result, and the worker that did it stayed slower for the
+        rest of the session (docs/verdict-trials.md, "Plans made by one side"). Apart, both sides do
+        the same work, or both load."""
+        return self.cache_dir / "ab-plans" / role
 
     def describe(self) -> dict:
         """machine_info.pruned_perf["ab"]: each worker's description and the settings."""
