@@ -165,10 +165,11 @@ def test_simulation_identical_code_is_never_regressed_and_its_latency_often_unch
         if ab.status == INCONCLUSIVE:  # at the cap, or stopped where the cap could not settle it
             assert "more would settle it" in ab.reason or "threshold" in ab.reason
             open_ = [m for m in ab.metrics if m.verdict == INCONCLUSIVE]
-            assert ab.final or (len(ab.pairs) >= paired.FUTILITY_FROM_PAIRS and paired.futile(open_, len(ab.pairs), settings))
+            assert ab.final or (len(ab.pairs) >= paired.FUTILITY_FROM_PAIRS
+                                and paired.futile(open_, len(ab.pairs), settings))
 
 
-# The real 2-core CPU's pairs of identical code (docs/verdict-trials.md, "Futility stop"): latency and TPOT
+# The real 2-core CPU's pairs of identical code (docs/verdict-trials.md, "fourth round"): latency and TPOT
 # spread by about 0.04, TTFT of a 12-token prompt by 0.1-0.3.
 REAL_LATENCY_NOISE, REAL_TTFT_NOISES = 0.03, (0.1, 0.2)
 

@@ -350,7 +350,7 @@ class ABRun:
         """Each side plans and scores its variants in its own cache. A plan is one side's calibration
         and perplexity one side's long forward passes: shared, the side that got there first did that
         work and the other only loaded the result, and the worker that did it stayed slower for the
-        rest of the session (docs/verdict-trials.md, "Plans made by one side"). Apart, both sides do
+        rest of the session (docs/verdict-trials.md, "fourth round"). Apart, both sides do
         the same work, or both load."""
         return self.cache_dir / "ab-plans" / role
 
@@ -409,7 +409,8 @@ class ABRun:
                 pair = Pair(order[len(pairs) % 2], rounds["base"], rounds["head"])
                 pairs.append(pair)
                 self.log.append_pair(pair, point.id, nodeid)
-            if settled(judge(pairs, None, None, settings, self.family, final=len(pairs) >= settings.max_pairs), settings):
+            ab = judge(pairs, None, None, settings, self.family, final=len(pairs) >= settings.max_pairs)
+            if settled(ab, settings):
                 return pairs, set()
 
     @property
