@@ -533,7 +533,7 @@ def settled(ab: PointAB, settings: ABSettings) -> bool:
 def futile(open_metrics, pairs: int, settings: ABSettings) -> bool:
     """Whether every open metric would need more than FUTILITY_FACTOR x the cap in all (or none would
     settle at its estimate), at a look of at least FUTILITY_FROM_PAIRS pairs."""
-    if pairs < FUTILITY_FROM_PAIRS:
+    if pairs < FUTILITY_FROM_PAIRS or not open_metrics:
         return False
     limit = FUTILITY_FACTOR * settings.max_pairs
     return all(m.more_pairs is None or m.pairs + m.more_pairs > limit for m in open_metrics)
