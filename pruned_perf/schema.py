@@ -344,11 +344,15 @@ class RunMeta(Record):
 def timing_fields(point: Point, rounds_s: list, traces: list, calls: int = 1) -> dict:
     """The summary fields of a measured point, from each round's wall time per call and the token
     timestamps of the same calls (`calls` traces per round, in order). Every call's first token comes
-    before its end, and timestamps only grow, so `ttft_s <= latency_s` and `tpot_s >= 0` hold by
-    construction, for a round's mean over its calls too."""
+    before its end, and timestamps only grow, so `tpot_s >= 0` holds by construction; `ttft_s <=
+    latency_s` too, a round's TTFT being capped at its time per call."""
     latency_s = statistics.median(rounds_s)
     rounds = [traces[i:i + calls] for i in range(0, len(traces), calls)]
-    ttft_rounds_s = [statistics.fmean(trace[0] for trace in calls_of) for calls_of in rounds]
+    # A round's TTFT is its median call's, not the mean: a prefill is a short span, and the one of a
+    # call that the OS interrupted, or of the round's first call, can take several times the rest.
+    # Capped at the round's time per call: calls of unequal length could otherwise invert the two.
+    ttft_rounds_s = [min(statistics.median(trace[0] for trace in calls_of), round_s)
+                     for calls_of, round_s in zip(rounds, rounds_s)]
     # after the first token there are out-1 decode steps; with one token there is no decode to time
     decode = point.output_tokens > 1
     tpot_rounds_s = [statistics.fmean((trace[-1] - trace[0]) / (len(trace) - 1) for trace in calls_of)

@@ -148,7 +148,7 @@ def test_inter_token_quantiles_pool_every_round():
     assert t["tpot_rounds_s"] == pytest.approx([0.2, 0.1])
 
 
-def test_a_round_of_several_calls_gets_the_mean_of_its_calls():
+def test_a_round_of_several_calls_gets_the_mean_of_its_calls_tpot():
     # two rounds of two calls each, in order; rounds_s is already per call (the round's mean)
     traces = [[0.1, 0.3], [0.3, 0.4], [0.2, 0.6], [0.2, 0.4]]
     t = timing_fields(point(out=2), [0.5, 0.7], traces, calls=2)
@@ -156,6 +156,15 @@ def test_a_round_of_several_calls_gets_the_mean_of_its_calls():
     assert t["tpot_rounds_s"] == pytest.approx([0.15, 0.3])
     assert t["itl_max_s"] == pytest.approx(0.4)  # the gaps of every call
     assert t["latency_s"] == pytest.approx(0.6)
+
+
+def test_a_rounds_ttft_is_its_median_calls_at_most_its_time_per_call():
+    # round 1: a slow first prefill among three (the mean would be 0.2); round 2: calls of unequal
+    # length, whose median TTFT (0.3) would exceed the round's time per call (0.27)
+    traces = [[0.4, 0.5], [0.1, 0.3], [0.1, 0.2], [0.05, 0.1], [0.3, 0.35], [0.3, 0.35]]
+    t = timing_fields(point(out=2), [0.4, 0.27], traces, calls=3)
+    assert t["ttft_rounds_s"] == pytest.approx([0.1, 0.27])
+    assert t["ttft_s"] == pytest.approx(0.185) and t["ttft_s"] <= t["latency_s"]
 
 
 def test_iqr_of_known_rounds():
@@ -271,6 +280,31 @@ def test_generate_arguments_pin_the_length_and_greedy(model, monkeypatch):
         assert kw["min_new_tokens"] == kw["max_new_tokens"]
         assert kw["do_sample"] is False and kw["pad_token_id"] is not None
         assert kw["cache_implementation"] == "dynamic"
+
+
+def test_each_round_starts_with_one_untimed_forward_of_the_prompt(model, monkeypatch):
+    calls = []  # in order: "generate", or the shape of a forward outside generate
+    seen = spy_generate(model, monkeypatch)
+    real = model.generate
+
+    def logged(**kwargs):
+        calls.append("generate")
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", logged)
+
+    def warm(module, args, kwargs):
+        if kwargs.get("use_cache") is False:  # generate's own forwards keep a KV cache
+            calls.append((tuple(kwargs["input_ids"].shape), kwargs.get("logits_to_keep")))
+
+    handle = model.register_forward_pre_hook(warm, with_kwargs=True)
+    try:
+        m = measure(model, point(batch=3, inp=5, out=4), rounds=2)
+    finally:
+        handle.remove()
+    # the warm-up call, then each round: the prompt's forward (last position's logits only), its call
+    assert calls == ["generate", ((3, 5), 1), "generate", ((3, 5), 1), "generate"]
+    assert len(seen) == 3 and len(m.rounds_s) == len(m.ttft_rounds_s) == 2
 
 
 def test_timed_rounds_hook_times_the_full_calls(model, monkeypatch):

@@ -334,8 +334,9 @@ class PointRounds:
         self.point = point
         self.device = model_device(model)
         self.traces: list = []  # the token times of every timed call, in order
-        self.call = full_call(model, point, make_inputs(point, model.config.vocab_size, self.device),
-                              point.output_tokens, self.traces)
+        self.model = model
+        self.inputs = make_inputs(point, model.config.vocab_size, self.device)
+        self.call = full_call(model, point, self.inputs, point.output_tokens, self.traces)
         self.warmup_s: list = []
         self.calls = 1
         self.rounds_s: list = []  # per call: the round's mean
@@ -350,16 +351,30 @@ class PointRounds:
         return self.calls
 
     def before_round(self, probe: bool = True) -> None:
-        """Untimed, right before each round: how fast the machine is (the probe), and the counters."""
+        """Untimed, right before each round: how fast the machine is (the probe), one forward of the
+        prompt (warm_prompt), and the counters."""
         self.after_round()  # a loop that only calls this hook closes the previous round here
         if probe:
             self.probe()
+        self.warm_prompt()
         for counter in self.counters:
             counter.round_starts()
 
     def probe(self) -> None:
         """One sample of the steadiness probe: how fast the machine is now."""
         self.probe_s.extend(steadiness.probe(self.device, samples=1))
+
+    def warm_prompt(self) -> None:
+        """One untimed forward of the prompt, so that a round's first call does not start cold.
+
+        Whatever ran since the last call (the probe; in an A/B, the other side's round) left the
+        threads asleep and the caches holding other data; the first call's prefill paid for waking them,
+        by a varying amount, and a round of one call has no other. A forward of the prompt costs a
+        prefill, keeps no KV cache and, like generate's prefill, takes the logits of the last position
+        only, so it cannot raise the point's peak memory."""
+        with torch.no_grad():
+            self.model(**self.inputs, use_cache=False, logits_to_keep=1)
+        synchronize(self.device)
 
     def after_round(self) -> None:
         for counter in self.counters:
