@@ -207,7 +207,7 @@ class Measurement:
     itl_max_s: float | None = _optional()
     peak_mem_bytes: int | None = _optional()
     # generate calls per timed round (pruned_perf.bench.measure.calls_per_round); every *_rounds_s time
-    # is per call: the round's mean
+    # is per call: the round's mean (TTFT: its median call's, at most the round's time per call)
     calls_per_round: int = checked(POSITIVE_INT, default=1)
     rounds_s: list = _rounds(ROUNDS, measured=MEASURED_ROUNDS)
     ttft_rounds_s: list = _rounds()

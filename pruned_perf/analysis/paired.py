@@ -58,7 +58,7 @@ FUTILITY_FROM_PAIRS = 12
 
 @dataclass(frozen=True)
 class SideRound:
-    """One timed round of one side; times are per call (the round's mean)."""
+    """One timed round of one side; times are per call (the round's mean; TTFT: its median call's)."""
 
     latency_s: float
     ttft_s: float | None
