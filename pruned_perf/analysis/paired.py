@@ -50,8 +50,9 @@ DEFAULT_AB_ALPHA = 0.005
 EQUIVALENCE_LEVEL = 0.90
 # The futility stop: from the look at FUTILITY_FROM_PAIRS pairs on, a point whose every open timing
 # metric would need more than FUTILITY_FACTOR x the cap in all (at its estimate and spread so far)
-# stops, `inconclusive`. It ends points that the cap could not settle (TTFT of a short prompt on a CPU)
-# and never declares anything, so the error control is unchanged (docs/ab-verdicts.md, "Futility stop").
+# stops, `inconclusive`. It ends points that the cap could not settle (a metric whose single pairs
+# spread far more than latency's) and never declares anything, so the error control is unchanged
+# (docs/ab-verdicts.md, "Futility stop").
 FUTILITY_FACTOR = 2.0
 FUTILITY_FROM_PAIRS = 12
 
