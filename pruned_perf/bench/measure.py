@@ -392,8 +392,8 @@ class PointRounds:
         return seconds
 
     def round_summary(self, i: int) -> dict:
-        """Round i alone: seconds per call, its median call's TTFT, its calls' mean TPOT, and the counters per second
-        of the round (None where the OS does not say)."""
+        """Round i alone: seconds per call, its median call's TTFT, its calls' mean TPOT, and the
+        counters per second of the round (None where the OS does not say)."""
         i = range(len(self.rounds_s))[i]  # -1: the last
         calls, seconds = self.calls, self.rounds_s[i]
         timing = timing_fields(self.point, [seconds], self.traces[i * calls:(i + 1) * calls], calls)
