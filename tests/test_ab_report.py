@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from pruned_perf.analysis import paired
-from pruned_perf.analysis.ab import has_ab, load_ab
+from pruned_perf.analysis.ab import Worker, has_ab, load_ab
 from pruned_perf.analysis.paired import ABSettings
 from pruned_perf.analysis.results import load_results, results_from_dict
 from pruned_perf.cli import main
@@ -55,6 +55,12 @@ def test_the_synthetic_run_has_the_verdicts_the_tests_rely_on(ab_raw):
     assert status["smollm2-135m-depth-in16-out16-M1-eager"] == paired.IMPROVED
     assert ab.workers["base"].sha == "1" * 40 and ab.settings == ABSettings()
     assert ab.points[SLOWER].base.latency_s < ab.points[SLOWER].head.latency_s
+
+
+@pytest.mark.parametrize("threads, says", [(1, "1 thread"), (2, "2 threads"), (None, "? threads")])
+def test_a_side_names_its_thread_count(threads, says):
+    line = Worker(role="head", spec="working tree", threads=threads).describe()
+    assert line.endswith(", " + says)
 
 
 def test_report_shows_both_sides_and_the_ab_table_regressions_first(ab_file, capsys):

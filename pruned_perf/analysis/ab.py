@@ -43,7 +43,7 @@ class Worker:
         threads = self.threads if self.threads is not None else "?"
         parts = [f"{self.spec or '?'} at {sha}", f"pruned_perf from {self.pruned_perf or '?'}",
                  f"python {self.python or '?'}", f"torch {self.torch or '?'}",
-                 f"transformers {self.transformers or '?'}", f"{threads} threads"]
+                 f"transformers {self.transformers or '?'}", f"{threads} thread{'' if threads == 1 else 's'}"]
         return ", ".join(parts)
 
 

@@ -69,7 +69,7 @@ def describe_line(described: dict) -> str:
     sha = (d.get("sha") or "no git")[:12] + (" (dirty)" if d.get("dirty") else "")
     return (f"pruned_perf A/B {d.get('role')}: {d.get('spec')} = {sha}, pruned_perf from {d.get('pruned_perf')}, "
             f"python {d.get('python')}, torch {d.get('torch')}, transformers {d.get('transformers')}, "
-            f"{d.get('threads')} threads")
+            f"{d.get('threads')} thread{'' if d.get('threads') == 1 else 's'}")
 
 
 class ABHooks:
