@@ -114,7 +114,7 @@ def test_ab_against_head_with_a_worker_that_dies_and_one_that_hangs(clone, tmp_p
     assert f"FAILED perf/test_generate.py::test_generate[{M2}]" in out
     assert "the base worker (HEAD) did not answer a round within 5 s: it hung, and was killed" in out
     sha = _git(clone, "rev-parse", "HEAD").strip()
-    assert f"pruned_perf A/B base: HEAD = {sha[:12]}," in out and f"pruned_perf A/B head: working tree = {sha[:12]}," in out
+    assert f"pruned_perf A/B base: HEAD at {sha[:12]}," in out and f"pruned_perf A/B head: working tree at {sha[:12]}," in out
     assert "pruned_perf A/B: tiny-llama dense in12 out2 M4 eager: " in out  # the live line (and the table)
 
     data, points = _points(tmp_path)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from pruned_perf.analysis.ab import Worker
 from pruned_perf.errors import UserError
 
 AB_OPTIONS = ("ab-pairs", "ab-look", "ab-timeout-s")
@@ -65,11 +66,8 @@ def start_ab(config, session, options: dict) -> int | None:
 def describe_line(described: dict) -> str:
     """One side as the session prints it: what it runs, so a user sees the comparison compared what
     they meant."""
-    d = described
-    sha = (d.get("sha") or "no git")[:12] + (" (dirty)" if d.get("dirty") else "")
-    return (f"pruned_perf A/B {d.get('role')}: {d.get('spec')} = {sha}, pruned_perf from {d.get('pruned_perf')}, "
-            f"python {d.get('python')}, torch {d.get('torch')}, transformers {d.get('transformers')}, "
-            f"{d.get('threads')} thread{'' if d.get('threads') == 1 else 's'}")
+    role = described.get("role")
+    return f"pruned_perf A/B {role}: {Worker.from_dict(described, role, 'the A/B worker').describe()}"
 
 
 class ABHooks:
