@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pruned_perf.atomic import PARENTS_HELP
-from pruned_perf.errors import UserError
+from pruned_perf.core.atomic import PARENTS_HELP
+from pruned_perf.core.errors import UserError
 
 if TYPE_CHECKING:  # imported where a command runs: the results commands start without torch
     from pruned_perf.bench.overhead import OverheadArgs
@@ -101,8 +101,8 @@ def _check_options(args: SizingArgs) -> None:
 
 
 def _sizing(args: SizingArgs):
-    from pruned_perf.checkpoint import is_pruned_dir
-    from pruned_perf.models import model_config
+    from pruned_perf.llama.checkpoint import is_pruned_dir
+    from pruned_perf.llama.models import model_config
     from pruned_perf.pruning import methods
     from pruned_perf.pruning.sizing import parse_param_count
 
@@ -141,10 +141,10 @@ def cmd_info(args: InfoArgs) -> int:
 
 
 def cmd_prune(args: PruneArgs) -> int:
-    from pruned_perf.atomic import check_writable_dir
+    from pruned_perf.core.atomic import check_writable_dir
     from pruned_perf.bench.fingerprint import pick_device
-    from pruned_perf.checkpoint import check_output_dir, save_pruned
-    from pruned_perf.models import build_model, is_preset, load_tokenizer, parse_dtype
+    from pruned_perf.llama.checkpoint import check_output_dir, save_pruned
+    from pruned_perf.llama.models import build_model, is_preset, load_tokenizer, parse_dtype
     from pruned_perf.pruning import methods
     from pruned_perf.pruning.calibration import choose_source
     from pruned_perf.pruning.sizing import count_params
@@ -173,7 +173,7 @@ def cmd_prune(args: PruneArgs) -> int:
 
 
 def cmd_fetch(model: str) -> int:
-    from pruned_perf.models import PRETRAINED
+    from pruned_perf.llama.models import PRETRAINED
 
     path = PRETRAINED[model](verify=True)
     print(f"{model}: {path}")
@@ -206,7 +206,7 @@ def _parsed_flag(parse):
 
 def _add_sizing_args(parser: argparse.ArgumentParser) -> None:
     """--model, --method, the size, and every method's own options, with help built from the registry."""
-    from pruned_perf.models import PRESETS
+    from pruned_perf.llama.models import PRESETS
     from pruned_perf.pruning.methods import METHODS
 
     parser.add_argument("--model", required=True, help=f"a preset ({', '.join(PRESETS)}) or a local checkpoint "

@@ -16,9 +16,9 @@ from tabulate import tabulate
 from pruned_perf.analysis import ab_report, baselines, merge
 from pruned_perf.analysis import results as res
 from pruned_perf.analysis.ab import has_ab
-from pruned_perf.atomic import (PARENTS_HELP, check_output_file, check_writable_dir, write_json_atomic,
+from pruned_perf.core.atomic import (PARENTS_HELP, check_output_file, check_writable_dir, write_json_atomic,
                                 write_text_atomic)
-from pruned_perf.errors import UserError
+from pruned_perf.core.errors import UserError
 
 EXIT_OK, EXIT_REGRESSION = 0, 1
 

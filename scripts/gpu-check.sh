@@ -12,7 +12,7 @@ pip install --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || expo
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 python - >"$OUT/versions.txt" 2>&1 <<'PY'
 import time, torch, transformers
-from pruned_perf.models import build_model
+from pruned_perf.llama.models import build_model
 print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)
 start = time.perf_counter()
 model = build_model("llama-7b", "cuda", torch.float16)

@@ -25,9 +25,9 @@ import sys
 import torch
 
 from pruned_perf.bench.measure import full_call, make_inputs, time_once
-from pruned_perf.errors import UserError, exit_status
-from pruned_perf.models import build_model, model_config
-from pruned_perf.schema import Point
+from pruned_perf.core.errors import UserError, exit_status
+from pruned_perf.llama.models import build_model, model_config
+from pruned_perf.core.schema import Point
 
 INPUT_TOKENS, OUTPUT_TOKENS = 12, 32
 

@@ -30,7 +30,7 @@ from pruned_perf.analysis.config import config_from_table
 from pruned_perf.analysis.baselines import check_good_run
 from pruned_perf.analysis.history import run_summary
 from pruned_perf.analysis.results import load_results
-from pruned_perf.errors import UserError, exit_status
+from pruned_perf.core.errors import UserError, exit_status
 
 # These tolerances turn their signal off: no machine is that much busier (1000 cores) or slower (10x).
 RULES = {"defaults": {}, "envelope only": {"history_sigmas": 0},

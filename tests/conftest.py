@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pruned_perf.models import build_model
+from pruned_perf.llama.models import build_model
 
 
 @pytest.fixture(params=["tiny-llama", "tiny-gqa"])

@@ -12,7 +12,7 @@ import random
 
 from pruned_perf.analysis import paired
 from pruned_perf.analysis.paired import ABSettings, Pair, SideRound
-from pruned_perf.schema import Measurement
+from pruned_perf.core.schema import Measurement
 
 try:
     from tests.synthetic_results import make_point, make_results

@@ -12,7 +12,7 @@ import statistics
 
 from pruned_perf.analysis.speedups import add_speedups_to_benchmarks
 from pruned_perf.pruning.methods import styles
-from pruned_perf.schema import Measurement
+from pruned_perf.core.schema import Measurement
 
 FINGERPRINT = {
     "device": "cuda",

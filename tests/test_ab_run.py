@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pruned_perf.pointlog import read_log, read_pairs
+from pruned_perf.core.pointlog import read_log, read_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 # One tiny model, two tokens out, one call per round; few pairs: a run is mostly its two workers' start.

@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from pruned_perf.checkpoint import save_pruned
+from pruned_perf.llama.checkpoint import save_pruned
 from pruned_perf.cli import main
-from pruned_perf.models import build_model
-from pruned_perf.plan import PrunePlan
+from pruned_perf.llama.models import build_model
+from pruned_perf.llama.plan import PrunePlan
 from pruned_perf.pruning.sizing import count_params
 from pruned_perf.pruning.surgery import apply
 

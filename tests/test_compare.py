@@ -18,7 +18,7 @@ from pruned_perf.analysis.config import (DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS, DEFA
 from pruned_perf.analysis.baselines import HISTORY_RUNS
 from pruned_perf.analysis.history import RunSummary, between_run_sd, point_summary
 from pruned_perf.analysis.results import results_from_dict
-from pruned_perf.errors import UserError
+from pruned_perf.core.errors import UserError
 
 try:
     from tests.synthetic_results import make_point, make_results, measurement, noisy, point_id, scale_point, sweep

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pruned_perf.bench import fingerprint as fp
-from pruned_perf.errors import UserError
+from pruned_perf.core.errors import UserError
 
 FILE_SAFE = re.compile(r"[a-z0-9][a-z0-9.-]*")
 KEYS = {"device", "name", "memory_bytes", "driver", "cuda", "torch", "transformers", "slug"}

@@ -14,9 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pruned_perf"
 # A module may import from its own layer and from layers of a lower rank. Layers of one rank (pruning and
 # analysis) are siblings: neither imports the other.
 LAYERS = {
-    "bottom": (0, ("errors", "atomic", "schema", "formatting", "plan", "headless", "byte_tokenizer", "checkpoint",
-                   "codehash", "pointlog", "smollm2", "surgery", "__init__"), ()),
-    "models": (1, ("models",), ()),
+    "core": (0, ("core", "__init__"), ("torch", "transformers")),
+    "llama": (1, ("llama", "surgery"), ()),
     "pruning": (2, ("pruning",), ()),
     "analysis": (2, ("analysis",), ("torch", "transformers")),
     "bench": (3, ("bench",), ()),
@@ -96,13 +95,14 @@ def test_the_rule_catches_top_level_function_level_and_relative_imports(tmp_path
     for sub in ("analysis", "pruning", "bench"):
         (fake / sub).mkdir(parents=True)
         (fake / sub / "__init__.py").write_text("")
-    (fake / "formatting.py").write_text("import json\nfrom pruned_perf.pruning import sizing\n")
+    (fake / "core").mkdir()
+    (fake / "core" / "formatting.py").write_text("import json\nfrom pruned_perf.pruning import sizing\n")
     (fake / "analysis" / "report.py").write_text("def f():\n    import torch.nn\n    from ..pruning.sizing import x\n")
     (fake / "pruning" / "sizing.py").write_text("from pruned_perf.analysis import report\n")
     (fake / "bench" / "measure.py").write_text("from pruned_perf.pruning.sizing import x\n")
     monkeypatch.setitem(globals(), "PACKAGE", fake)
-    assert violations("formatting") == [
-        "pruned_perf/formatting.py:2 imports pruned_perf.pruning.sizing: layer bottom (rank 0) may not import "
+    assert violations("core.formatting") == [
+        "pruned_perf/core/formatting.py:2 imports pruned_perf.pruning.sizing: layer core (rank 0) may not import "
         "layer pruning (rank 2)"]
     report = violations("analysis.report")
     assert "pruned_perf/analysis/report.py:2 imports torch.nn (layer analysis must never import torch, " \

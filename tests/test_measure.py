@@ -11,8 +11,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from pruned_perf.bench import measure as measure_module
 from pruned_perf.bench.measure import (GenerationLengthError, OomGuard, decode_step_bytes, device_copy_bytes_per_s,
                                        make_inputs, measure)
-from pruned_perf.errors import UserError
-from pruned_perf.schema import Measurement, Point, timing_fields
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.schema import Measurement, Point, timing_fields
 
 try:
     from tests.synthetic_results import SCHEMA_FIELDS

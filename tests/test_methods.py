@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pruned_perf.models import build_model
-from pruned_perf.plan import PrunePlan
+from pruned_perf.llama.models import build_model
+from pruned_perf.llama.plan import PrunePlan
 from pruned_perf.pruning import methods
 from pruned_perf.pruning.calibration import ByteTokenizer, calibration_batch
 from pruned_perf.pruning.evaluate import lm_loss, perplexity
@@ -115,7 +115,7 @@ def test_llm_pruner_group_scores_by_hand():
 
 
 def test_llm_pruner_reference_rounding():
-    from pruned_perf.models import model_config
+    from pruned_perf.llama.models import model_config
 
     assert llm_pruner._widths_for_ratio(model_config("llama-7b"), 0.35) == (21, 7155)
     assert llm_pruner._widths_for_ratio(model_config("llama-3-8b"), 0.35) == (6, 9318)  # whole KV groups

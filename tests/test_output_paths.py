@@ -1,4 +1,4 @@
-"""Every output path gets the same handling (pruned_perf/atomic.py).
+"""Every output path gets the same handling (pruned_perf/core/atomic.py).
 
 A path that is a directory (for a file output) or a file (for a directory output), that lies below a
 file, that is not a regular file, or where no file can be created: one `error:` line naming it, exit 2
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pruned_perf import atomic
+from pruned_perf.core import atomic
 from pruned_perf.analysis.results import load_results
 from pruned_perf.cli import main
 
@@ -82,11 +82,11 @@ def place(tmp_path, monkeypatch):
 @pytest.fixture
 def no_model(monkeypatch):
     """prune must fail before it builds a model."""
-    import pruned_perf.models
+    import pruned_perf.llama.models
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built before the output path was checked")
-    monkeypatch.setattr(pruned_perf.models, "build_model", refuse)
+    monkeypatch.setattr(pruned_perf.llama.models, "build_model", refuse)
 
 
 def _file_cases(place: Path, name: str) -> list[tuple[Path, str]]:

@@ -4,11 +4,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pruned_perf import models
+from pruned_perf.llama import models
 from pruned_perf.bench import overhead
 from pruned_perf.cli import main as cli_main
-from pruned_perf.errors import UserError
-from pruned_perf.schema import Point
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.schema import Point
 
 
 def tiny_llama():

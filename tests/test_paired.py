@@ -19,7 +19,7 @@ from pruned_perf.analysis import paired
 from pruned_perf.analysis.config import config_from_table
 from pruned_perf.analysis.paired import (ABSettings, INCONCLUSIVE, IMPROVED, MetricAB, NEWLY_OOM, Pair, PointAB,
                                          REGRESSED, SideRound, UNCHANGED, family_tail, judge, settled)
-from pruned_perf.errors import UserError
+from pruned_perf.core.errors import UserError
 
 try:
     from tests.synthetic_ab import NOISE, STEP, machine_pairs, run_point

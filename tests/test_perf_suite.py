@@ -19,9 +19,9 @@ import torch
 
 from pruned_perf.bench.fingerprint import cpu_slug, fingerprint
 from pruned_perf.cli import main as cli_main
-from pruned_perf.models import model_config
-from pruned_perf.pointlog import read_log
-from pruned_perf.schema import Measurement
+from pruned_perf.llama.models import model_config
+from pruned_perf.core.pointlog import read_log
+from pruned_perf.core.schema import Measurement
 
 try:
     from tests.synthetic_results import SCHEMA_FIELDS
@@ -120,7 +120,7 @@ measure.full_call = _full_call
 CRASH_PLUGIN = '''
 import os
 
-from pruned_perf.pointlog import PointLog
+from pruned_perf.core.pointlog import PointLog
 
 _real_append = PointLog.append
 _logged = 0

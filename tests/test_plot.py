@@ -9,7 +9,7 @@ import pytest
 from pruned_perf.analysis.compare import NEWLY_OOM, REGRESSED, Comparison, PointVerdict
 from pruned_perf.analysis.plot import make_figure, plot
 from pruned_perf.analysis.results import results_from_dict
-from pruned_perf.errors import UserError
+from pruned_perf.core.errors import UserError
 
 try:
     from tests.synthetic_results import make_point, make_results, point_id, refresh_summary, scale_point, sweep

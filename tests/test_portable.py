@@ -11,11 +11,11 @@ from safetensors import safe_open
 from safetensors.torch import save_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from pruned_perf.atomic import write_json_atomic
-from pruned_perf.checkpoint import LOADER, load_pruned, save_pruned
+from pruned_perf.core.atomic import write_json_atomic
+from pruned_perf.llama.checkpoint import LOADER, load_pruned, save_pruned
 from pruned_perf.cli import main
-from pruned_perf.models import build_model
-from pruned_perf.plan import PrunePlan, load_plan
+from pruned_perf.llama.models import build_model
+from pruned_perf.llama.plan import PrunePlan, load_plan
 from pruned_perf.pruning.surgery import apply
 
 # Llama-3.2 / SmolLM2 style: the output head is the input embedding. 8 layers leave the depth "+" rule

@@ -19,9 +19,9 @@ from pruned_perf.analysis.plot import make_figure, make_quality_figure, plot
 from pruned_perf.analysis.report import render
 from pruned_perf.analysis.results import results_from_dict
 from pruned_perf.bench.sweep import ModelPool
-from pruned_perf.errors import UserError
-from pruned_perf.models import build_model
-from pruned_perf.plan import PrunePlan
+from pruned_perf.core.errors import UserError
+from pruned_perf.llama.models import build_model
+from pruned_perf.llama.plan import PrunePlan
 from pruned_perf.pruning import variants
 from pruned_perf.pruning.calibration import ByteTokenizer
 from pruned_perf.pruning.variants import (NO_QUALITY, Variant, load_variant, plan_key, planning_dtype,

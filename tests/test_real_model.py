@@ -14,10 +14,10 @@ import zipfile
 import pytest
 import torch
 
-from pruned_perf import smollm2
+from pruned_perf.llama import smollm2
 from pruned_perf.cli import main
-from pruned_perf.errors import UserError
-from pruned_perf.models import build_model, load_tokenizer, model_config
+from pruned_perf.core.errors import UserError
+from pruned_perf.llama.models import build_model, load_tokenizer, model_config
 from pruned_perf.pruning.calibration import ByteTokenizer, builtin_text
 from pruned_perf.pruning.evaluate import HELDOUT_MODULES, heldout_perplexity, heldout_text
 from pruned_perf.pruning.sizing import count_params

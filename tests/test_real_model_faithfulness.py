@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from pruned_perf.bench.pytest_plugin import plan_cache_dir
-from pruned_perf.models import build_model, load_tokenizer
-from pruned_perf.plan import PrunePlan
+from pruned_perf.llama.models import build_model, load_tokenizer
+from pruned_perf.llama.plan import PrunePlan
 from pruned_perf.pruning.evaluate import heldout_perplexity
 from pruned_perf.pruning.methods.depth import candidates
 from pruned_perf.pruning.surgery import apply

@@ -8,8 +8,8 @@ from pruned_perf.analysis.plot import make_figure
 from pruned_perf.analysis.results import load_results
 from pruned_perf.bench.session import PerfRun
 from pruned_perf.bench.sweep import Sweep, make_points, select_variants
-from pruned_perf.plan import PrunePlan
-from pruned_perf.pointlog import read_log
+from pruned_perf.llama.plan import PrunePlan
+from pruned_perf.core.pointlog import read_log
 from pruned_perf.pruning import methods
 from pruned_perf.pruning.sizing import Sizing, count_params, dense_layer_params
 from pruned_perf.pruning.variants import get_profile, load_variant
@@ -93,7 +93,7 @@ DEFAULT_THRESHOLDS = {m.name: m.threshold for m in METRICS}
 def _package_with_decode_metric(tmp_path):
     import shutil
 
-    from pruned_perf import codehash
+    from pruned_perf.core import codehash
 
     root = tmp_path / "pkg"
     shutil.copytree(codehash.ROOT, root / "pruned_perf", ignore=shutil.ignore_patterns("__pycache__"))

@@ -6,7 +6,7 @@ import pytest
 from pruned_perf.analysis.compare import compare
 from pruned_perf.analysis.report import render
 from pruned_perf.analysis.results import results_from_dict
-from pruned_perf.errors import UserError
+from pruned_perf.core.errors import UserError
 
 try:
     from tests.synthetic_results import make_point, make_results, measurement, point_id, scale_point, sweep

@@ -10,9 +10,9 @@ from pruned_perf.analysis.baselines import (HISTORY_RUNS, baseline_path, list_ba
 from pruned_perf.analysis.history import RunSummary, run_summary
 from pruned_perf.analysis.merge import merge_results
 from pruned_perf.analysis.results import HISTORY_KEY, load_results
-from pruned_perf.atomic import write_json_atomic
-from pruned_perf.errors import UserError
-from pruned_perf.schema import Fingerprint, Measurement, MethodStyle, RunMeta
+from pruned_perf.core.atomic import write_json_atomic
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.schema import Fingerprint, Measurement, MethodStyle, RunMeta
 
 try:
     from tests.synthetic_results import make_point, make_results, sweep, write
@@ -53,7 +53,7 @@ def _bad(tmp_path, mutate):
 @pytest.mark.parametrize("mutate, message", [
     (lambda r: r["machine_info"]["pruned_perf"].update(schema=1),
      r"machine_info\.pruned_perf: schema must be a supported schema \(2\), got 1"),
-    (lambda r: r["machine_info"].pop("pruned_perf"), "no machine_info.pruned_perf.schema"),
+    (lambda r: r["machine_info"].pop("pruned_perf"), "no machine_info.pruned_perf.core.schema"),
     (lambda r: r.update(benchmarks=[]), "no benchmarks"),
     (lambda r: r["benchmarks"][1].pop("extra_info"), r"benchmark 1 \(test_generate\[.*M8-eager\]\) has no extra_info"),
     (lambda r: r["benchmarks"][0]["extra_info"].pop("id"), "benchmark 0 .* has no extra_info.id"),
@@ -377,7 +377,7 @@ def _write_log(path, results: dict, run="run-1", cut_after=None) -> None:
     """A point log as the perf plugin writes it: a header, then one line per point (to_dict)."""
     from types import SimpleNamespace
 
-    from pruned_perf.pointlog import PointLog
+    from pruned_perf.core.pointlog import PointLog
 
     meta = {k: v for k, v in results["machine_info"]["pruned_perf"].items() if k != "session"}
     log = PointLog(path, run=run, meta=meta)

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pruned_perf.cli import main
-from pruned_perf.errors import UserError
-from pruned_perf.models import build_model, model_config
+from pruned_perf.core.errors import UserError
+from pruned_perf.llama.models import build_model, model_config
 from pruned_perf.pruning import methods
 from pruned_perf.pruning.sizing import count_params, dense_layer_params, embedding_params, parse_param_count
 

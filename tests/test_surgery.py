@@ -7,11 +7,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pruned_perf.checkpoint import load_pruned, pruned_skeleton, save_pruned
-from pruned_perf.errors import UserError
-from pruned_perf.headless import HeadlessAttention
-from pruned_perf.models import build_from_config, build_model, model_config
-from pruned_perf.plan import PrunePlan, load_plan, plan_shapes, save_plan
+from pruned_perf.llama.checkpoint import load_pruned, pruned_skeleton, save_pruned
+from pruned_perf.core.errors import UserError
+from pruned_perf.llama.headless import HeadlessAttention
+from pruned_perf.llama.models import build_from_config, build_model, model_config
+from pruned_perf.llama.plan import PrunePlan, load_plan, plan_shapes, save_plan
 from pruned_perf.pruning import methods
 from pruned_perf.pruning.calibration import ByteTokenizer, calibration_batch
 from pruned_perf.pruning.info import describe

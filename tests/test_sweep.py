@@ -1,5 +1,5 @@
 """The sweep's pure parts: option parsing, selection, point order, sharding, the model pool, the point
-log (pruned_perf.pointlog) and the plan cache key. Fast: no model is built here."""
+log (pruned_perf.core.pointlog) and the plan cache key. Fast: no model is built here."""
 import gc
 import json
 import weakref
@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from pruned_perf.bench import sweep
 from pruned_perf.bench.sweep import ModelPool, make_points, parse_ints, parse_names, parse_shard, select_variants, shard
-from pruned_perf.errors import UserError
-from pruned_perf.pointlog import PointLog, read_log
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.pointlog import PointLog, read_log
 from pruned_perf.pruning.variants import PROFILES, Variant, get_profile, plan_key
-from pruned_perf.schema import Measurement, Point
+from pruned_perf.core.schema import Measurement, Point
 
 CPU = torch.device("cpu")
 
@@ -278,7 +278,7 @@ def test_plan_key_of_a_model_directory_follows_its_files(tmp_path):
 
 
 def test_quick_profile_measures_the_real_model_at_about_100m_parameters():
-    from pruned_perf.models import model_config
+    from pruned_perf.llama.models import model_config
 
     quick = get_profile("quick")
     smollm2 = [v for v in quick.variants if v.model == "smollm2-135m"]
@@ -292,12 +292,12 @@ def test_quick_profile_measures_the_real_model_at_about_100m_parameters():
 
 
 def test_the_plan_code_is_every_file_the_methods_and_model_builders_import():
-    from pruned_perf.codehash import ROOT, dependency_files
+    from pruned_perf.core.codehash import ROOT, dependency_files
 
-    files = {str(p.relative_to(ROOT)) for p in dependency_files("pruned_perf.pruning.methods", "pruned_perf.models")}
+    files = {str(p.relative_to(ROOT)) for p in dependency_files("pruned_perf.pruning.methods", "pruned_perf.llama.models")}
     method_files = {f"pruning/methods/{p.name}" for p in (ROOT / "pruning" / "methods").glob("*.py")}
     decides = {f"pruning/{name}" for name in ("sizing.py", "calibration.py", "evaluate.py", "__init__.py")} | {
-        "models.py", "checkpoint.py", "plan.py", "__init__.py"}
+        "llama/models.py", "llama/checkpoint.py", "llama/plan.py", "__init__.py"}
     assert method_files | decides <= files
     # measuring, reporting and the sweep do not decide a plan: editing them keeps the cached plans
     assert not {f for f in files if f.startswith(("bench/", "analysis/"))}, files
@@ -306,7 +306,7 @@ def test_the_plan_code_is_every_file_the_methods_and_model_builders_import():
 def test_plan_key_changes_when_any_file_the_plan_code_imports_changes(tmp_path, monkeypatch):
     import shutil
 
-    from pruned_perf import codehash
+    from pruned_perf.core import codehash
 
     copy = tmp_path / "pruned_perf"
     shutil.copytree(codehash.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
@@ -315,7 +315,7 @@ def test_plan_key_changes_when_any_file_the_plan_code_imports_changes(tmp_path, 
     key = plan_key(variant, torch.float32, CPU)
     (copy / "analysis" / "report.py").write_text("# not plan code\n", encoding="utf-8")
     assert plan_key(variant, torch.float32, CPU) == key
-    for name in ("pruning/sizing.py", "plan.py", "pruning/methods/__init__.py", "pruning/methods/flap.py"):
+    for name in ("pruning/sizing.py", "llama/plan.py", "pruning/methods/__init__.py", "pruning/methods/flap.py"):
         with open(copy / name, "a", encoding="utf-8") as f:
             f.write("\n# changed\n")
         assert plan_key(variant, torch.float32, CPU) != key, f"plan_key ignores {name}"

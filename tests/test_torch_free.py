@@ -14,10 +14,11 @@ except ImportError:
 # Run in a fresh interpreter in which importing torch (or transformers, which needs it) fails.
 BLOCKED = "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None; "
 PACKAGE = Path(__file__).resolve().parents[1] / "pruned_perf"
-# Every module of the analysis stage, found on disk (a new one is covered without a word), and the
-# top-level modules the results commands use.
-ANALYSIS_MODULES = sorted(f"analysis.{p.stem}" for p in (PACKAGE / "analysis").glob("*.py"))
-SHARED_MODULES = ("atomic", "cli_results", "codehash", "errors", "formatting", "pointlog", "schema", "pruning.sizing")
+# Every module of the analysis stage and of the torch-free core, found on disk (a new one is covered
+# without a word), and the other modules the results commands use.
+ANALYSIS_MODULES = sorted(f"{folder}.{p.stem}" for folder in ("analysis", "core")
+                          for p in (PACKAGE / folder).glob("*.py"))
+SHARED_MODULES = ("cli_results", "pruning.sizing")
 
 
 def _run(code: str, cwd) -> subprocess.CompletedProcess:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, fields
 from pruned_perf.analysis import paired
 from pruned_perf.analysis.paired import ABSettings, PointAB
 from pruned_perf.analysis.results import Results, results_from_dict
-from pruned_perf.errors import UserError
-from pruned_perf.schema import Measurement
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.schema import Measurement
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from tabulate import tabulate
 from pruned_perf.analysis import paired
 from pruned_perf.analysis.ab import ABPoint, ABResults
 from pruned_perf.analysis.paired import ABSettings, IMPROVED, INCONCLUSIVE, REGRESSED, UNCHANGED
-from pruned_perf.errors import choice_error
+from pruned_perf.core.errors import choice_error
 
 FORMATS = {"github": "github", "plain": "simple"}
 # Rows in this order: what needs attention first.
@@ -103,7 +103,7 @@ def compare(results, fmt: str = "github", json_path: str | None = None, pyprojec
     """`compare ab.json`: the verdicts judged again from the stored pairs, with no baseline; prints the
     table, returns 0, or 1 on a regression."""
     from pruned_perf.analysis.ab import load_ab
-    from pruned_perf.atomic import write_json_atomic
+    from pruned_perf.core.atomic import write_json_atomic
 
     stored = load_ab(results)
     ab = stored.rederived(settings_for=settings_from_pyproject(stored, pyproject) if pyproject else None)

@@ -17,9 +17,9 @@ from pruned_perf.analysis.compare import Comparison, compare, competing_cpu
 from pruned_perf.analysis.config import load_config
 from pruned_perf.analysis.history import RunSummary, run_summary
 from pruned_perf.analysis.results import Results, load_results
-from pruned_perf.atomic import write_json_atomic
-from pruned_perf.errors import UserError
-from pruned_perf.schema import is_number
+from pruned_perf.core.atomic import write_json_atomic
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.schema import is_number
 
 # Runs a baseline remembers: enough to see how far identical code wanders between runs, few enough
 # that an old machine state (another driver, a since-fixed slowdown) ages out within two weeks of nightlies.

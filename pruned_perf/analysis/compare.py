@@ -47,8 +47,8 @@ from pruned_perf.analysis.history import PointSummary, between_run_sd, point_sum
 from pruned_perf.analysis.metrics import BY_NAME, LOWER_IS_BETTER, METRICS, Metric
 from pruned_perf.analysis.results import Results
 from pruned_perf.analysis.stats import mann_whitney_p, min_p_value
-from pruned_perf.errors import UserError
-from pruned_perf.schema import Fingerprint, Measurement, Point, is_number
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.schema import Fingerprint, Measurement, Point, is_number
 
 SOFTWARE_KEYS = ("torch", "transformers", "driver", "cuda")
 # Fewer stored runs than this and the envelope of their medians says little about the spread between runs.

@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass, field
 
 from pruned_perf.analysis.metrics import DEFAULT_THRESHOLDS
-from pruned_perf.errors import UserError
+from pruned_perf.core.errors import UserError
 
 try:
     import tomllib

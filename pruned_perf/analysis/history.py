@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pruned_perf.analysis.metrics import METRICS
-from pruned_perf.errors import UserError
-from pruned_perf.schema import NAME, OBJECT, TEXT, Check, Measurement, Record, checked, is_number
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.schema import NAME, OBJECT, TEXT, Check, Measurement, Record, checked, is_number
 
 if TYPE_CHECKING:
     from pruned_perf.analysis.results import Results

@@ -7,8 +7,8 @@ import os
 
 from pruned_perf.analysis.results import Results, load_results
 from pruned_perf.analysis.speedups import add_speedups
-from pruned_perf.errors import UserError
-from pruned_perf.schema import SessionOutcome
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.schema import SessionOutcome
 
 
 def merge_results(paths) -> Results:

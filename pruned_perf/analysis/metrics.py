@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable
 
-from pruned_perf.schema import Measurement, is_number
+from pruned_perf.core.schema import Measurement, is_number
 
 LOWER_IS_BETTER = "lower"
 HIGHER_IS_BETTER = "higher"

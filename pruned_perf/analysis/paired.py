@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from statistics import NormalDist
 
 from pruned_perf.analysis.metrics import BY_NAME, HIGHER_IS_BETTER, LOWER_IS_BETTER, is_number
-from pruned_perf.errors import UserError
-from pruned_perf.schema import Measurement
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.schema import Measurement
 
 REGRESSED, IMPROVED, UNCHANGED, INCONCLUSIVE = "regressed", "improved", "unchanged", "inconclusive"
 NEWLY_OOM = "newly-oom"

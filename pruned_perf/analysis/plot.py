@@ -24,10 +24,10 @@ from pathlib import Path
 from pruned_perf.analysis.compare import NEWLY_OOM, REGRESSED, Comparison
 from pruned_perf.analysis.metrics import BY_NAME
 from pruned_perf.analysis.results import Results, method_rank, method_styles
-from pruned_perf.atomic import atomic_path
-from pruned_perf.errors import UserError
-from pruned_perf.formatting import format_params
-from pruned_perf.schema import Measurement, MethodStyle, is_number
+from pruned_perf.core.atomic import atomic_path
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.formatting import format_params
+from pruned_perf.core.schema import Measurement, MethodStyle, is_number
 
 FIGURE_SUFFIXES = (".png", ".svg")
 # A method's colour and marker are its own (its module's STYLE, carried by the results: method_styles);

@@ -13,9 +13,9 @@ from pruned_perf.analysis.compare import (IMPROVED, INCONCLUSIVE, MIN_HISTORY, M
                                           NOISY, REGRESSED, UNCHANGED, Comparison, PointVerdict)
 from pruned_perf.analysis.metrics import METRICS, Metric
 from pruned_perf.analysis.results import Results, method_rank
-from pruned_perf.errors import choice_error
-from pruned_perf.formatting import format_params
-from pruned_perf.schema import Measurement
+from pruned_perf.core.errors import choice_error
+from pruned_perf.core.formatting import format_params
+from pruned_perf.core.schema import Measurement
 
 FORMATS = {"github": "github", "plain": "simple"}
 # GitHub refuses a step summary over 1 MiB; keep some room for what the workflow adds around it.

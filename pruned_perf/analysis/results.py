@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from pruned_perf.analysis.history import RunSummary, read_history, run_summary
 from pruned_perf.analysis.speedups import add_speedups
-from pruned_perf.errors import UserError
-from pruned_perf.schema import SCHEMA_VERSION, SUPPORTED_SCHEMAS, Fingerprint, Measurement, MethodStyle, RunMeta
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.schema import SCHEMA_VERSION, SUPPORTED_SCHEMAS, Fingerprint, Measurement, MethodStyle, RunMeta
 
 HISTORY_KEY = "pruned_perf_history"
 
@@ -105,7 +105,7 @@ def load_results(path: str | os.PathLike) -> Results:
 
 def results_from_log(path: str) -> Results:
     """The last run of a JSON-lines point log as results: what a crashed or interrupted sweep left."""
-    from pruned_perf.pointlog import is_point, read_records
+    from pruned_perf.core.pointlog import is_point, read_records
 
     try:
         records = read_records(path)
@@ -179,7 +179,7 @@ def _meta(raw: dict, path: str) -> RunMeta:
     machine_info = raw.get("machine_info")
     meta = machine_info.get("pruned_perf") if isinstance(machine_info, dict) else None
     if not isinstance(meta, dict) or "schema" not in meta:
-        raise UserError(f"{path}: no machine_info.pruned_perf.schema; not a pruned_perf results file "
+        raise UserError(f"{path}: no machine_info.pruned_perf.core.schema; not a pruned_perf results file "
                         f"(supported schema: {', '.join(map(str, SUPPORTED_SCHEMAS))})")
     try:
         return RunMeta.from_dict(meta)

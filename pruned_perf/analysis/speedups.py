@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Iterable
 
-from pruned_perf.schema import Measurement
+from pruned_perf.core.schema import Measurement
 
 
 def add_speedups(points: Iterable[Measurement]) -> None:

@@ -39,8 +39,8 @@ from typing import Callable
 
 from pruned_perf.analysis.paired import ABSettings, Pair, PointAB, SideRound, judge, settled
 from pruned_perf.bench.ab_worker import PROTOCOL
-from pruned_perf.errors import UserError
-from pruned_perf.schema import Measurement, Point
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.schema import Measurement, Point
 
 ROLES = ("base", "head")
 # A worker must say hello (import torch and transformers, describe itself) within this long.

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pruned_perf.analysis.ab import Worker
-from pruned_perf.errors import UserError
+from pruned_perf.core.errors import UserError
 
 AB_OPTIONS = ("ab-pairs", "ab-look", "ab-timeout-s")
 

@@ -10,7 +10,7 @@ import subprocess
 import torch
 import transformers
 
-from pruned_perf.errors import UserError, choice_error
+from pruned_perf.core.errors import UserError, choice_error
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 GIB = 1 << 30

@@ -18,7 +18,7 @@ from transformers.generation.streamers import BaseStreamer
 from pruned_perf.bench import steadiness
 from pruned_perf.pruning.calibration import deterministic_ids
 from pruned_perf.pruning.sizing import layer_shapes
-from pruned_perf.schema import Measurement, Point, check_positive_int, check_seconds, timing_fields
+from pruned_perf.core.schema import Measurement, Point, check_positive_int, check_seconds, timing_fields
 
 # timed_rounds(fn, rounds, warmup=0, setup=None, calls=1) -> for each of `rounds` rounds of `calls` calls of
 # fn, its wall seconds per call; `setup`, if given, runs untimed before each round

@@ -13,8 +13,8 @@ import torch
 
 from pruned_perf.bench.fingerprint import pick_device
 from pruned_perf.bench.measure import full_call, make_inputs, model_device, plain_timed_rounds, synchronize
-from pruned_perf.errors import UserError, choice_error
-from pruned_perf.schema import Point
+from pruned_perf.core.errors import UserError, choice_error
+from pruned_perf.core.schema import Point
 
 TARGET = 0.03
 
@@ -104,7 +104,7 @@ def within_target(ratio: float, target: float = TARGET) -> bool:
 
 
 def _dtype(name: str, device: torch.device) -> torch.dtype:
-    from pruned_perf.models import DTYPES
+    from pruned_perf.llama.models import DTYPES
 
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
@@ -115,7 +115,7 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
 
 def run(args: OverheadArgs) -> int:
     """`pruned-perf overhead`: prints the ratio; 0 within TARGET, else 1."""
-    from pruned_perf import models
+    from pruned_perf.llama import models
 
     device = pick_device(args.device)
     point = Point(args.model, "dense", args.input_tokens, args.output_tokens, args.batch_size, args.backend)

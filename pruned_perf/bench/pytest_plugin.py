@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pruned_perf.atomic import check_append_file, check_output_file, check_writable_dir
+from pruned_perf.core.atomic import check_append_file, check_output_file, check_writable_dir
 
 # name, environment variable, help. Every option can come from the command line or the environment.
 _OPTIONS = [
@@ -193,7 +193,7 @@ def _benchmark_json(config) -> Path | None:
 
 
 def _session(config) -> PerfSession:
-    from pruned_perf.errors import UserError
+    from pruned_perf.core.errors import UserError
 
     state = getattr(config, "_pruned_perf", None)
     if state is None:
@@ -236,7 +236,7 @@ def pytest_configure(config):
 def _check_results_path(path: Path | None) -> Path | None:
     """pytest-benchmark writes the results only at the end: a path it cannot write would lose a whole
     sweep, so it is checked now."""
-    from pruned_perf.errors import UserError
+    from pruned_perf.core.errors import UserError
 
     if path is None:
         return None
@@ -323,7 +323,7 @@ def pytest_sessionfinish(session, exitstatus):
     from pruned_perf.analysis.baselines import compare_with_baseline
     from pruned_perf.analysis.report import render
     from pruned_perf.analysis.results import results_from_dict
-    from pruned_perf.errors import UserError
+    from pruned_perf.core.errors import UserError
 
     try:
         current = results_from_dict(state.results_json, str(_benchmark_json(config)))

@@ -17,12 +17,12 @@ from pruned_perf.bench.fingerprint import fingerprint, pick_device
 from pruned_perf.bench.measure import OomGuard, TimedRounds, measure
 from pruned_perf.bench.sweep import (DEFAULT_MIN_ROUND_S, ModelPool, Sweep, make_points, parse_ints, parse_names,
                                      parse_seconds, parse_shard, select_variants, shard)
-from pruned_perf.errors import UserError
-from pruned_perf.models import model_config, model_name, parse_dtype
-from pruned_perf.pointlog import PointLog
+from pruned_perf.core.errors import UserError
+from pruned_perf.llama.models import model_config, model_name, parse_dtype
+from pruned_perf.core.pointlog import PointLog
 from pruned_perf.pruning.methods import styles as method_styles
 from pruned_perf.pruning.variants import get_profile, saved_plan
-from pruned_perf.schema import SCHEMA_VERSION, Fingerprint, Measurement, MethodStyle, Point, RunMeta, SessionOutcome
+from pruned_perf.core.schema import SCHEMA_VERSION, Fingerprint, Measurement, MethodStyle, Point, RunMeta, SessionOutcome
 
 
 class PerfRun:

@@ -1,7 +1,7 @@
 """Which points a perf run measures, in what order, and the state a run keeps between points.
 
 Knows nothing of pytest (the plugin is glue): selection and sharding are plain functions, the model
-pool keeps at most one model on the device (the point log is pruned_perf.pointlog, the point loop
+pool keeps at most one model on the device (the point log is pruned_perf.core.pointlog, the point loop
 pruned_perf.bench.session).
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 
 from pruned_perf.bench.measure import free_memory
-from pruned_perf.errors import UserError
-from pruned_perf.models import model_name
+from pruned_perf.core.errors import UserError
+from pruned_perf.llama.models import model_name
 from pruned_perf.pruning.methods import get_method
 from pruned_perf.pruning.variants import Profile, Variant, load_variant, saved_plan, variant_fields
-from pruned_perf.schema import BACKENDS, Point, check_seconds
+from pruned_perf.core.schema import BACKENDS, Point, check_seconds
 
 
 # A timed round lasts at least this long (several calls of a short point): see

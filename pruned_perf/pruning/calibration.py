@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from pruned_perf.byte_tokenizer import SPECIAL_TOKENS, ByteTokenizer  # noqa: F401 (callers take it from here too)
-from pruned_perf.errors import UserError, choice_error
+from pruned_perf.llama.byte_tokenizer import SPECIAL_TOKENS, ByteTokenizer  # noqa: F401 (callers take it from here too)
+from pruned_perf.core.errors import UserError, choice_error
 
 SOURCES = ("builtin", "tokens")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pruned_perf.errors import UserError
+from pruned_perf.core.errors import UserError
 
 # The held-out text: the docstrings of these standard-library modules, in source order. Calibration
 # (calibration.builtin_text) draws random windows from anywhere in the pydoc topics, so no part of that

@@ -1,9 +1,9 @@
 """What `pruned-perf info` reports, read from configs and plans alone (no weights are allocated)."""
 from __future__ import annotations
 
-from pruned_perf.checkpoint import is_pruned_dir, read_pruned_dir, source_config
-from pruned_perf.models import model_config
-from pruned_perf.plan import plan_shapes
+from pruned_perf.llama.checkpoint import is_pruned_dir, read_pruned_dir, source_config
+from pruned_perf.llama.models import model_config
+from pruned_perf.llama.plan import plan_shapes
 from pruned_perf.pruning.sizing import count_params
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pruned_perf.errors import UserError
-from pruned_perf.formatting import format_params
-from pruned_perf.plan import plan_shapes
+from pruned_perf.core.errors import UserError
+from pruned_perf.core.formatting import format_params
+from pruned_perf.llama.plan import plan_shapes
 
 if TYPE_CHECKING:  # sizing is pure arithmetic: it imports without torch
     from torch import nn

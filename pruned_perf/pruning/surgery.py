@@ -1,6 +1,6 @@
 """apply(model, plan): the one place that cuts a model's weights to a plan.
 
-Saving and loading a pruned model is the checkpoint format's job (`pruned_perf.checkpoint`).
+Saving and loading a pruned model is the checkpoint format's job (`pruned_perf.llama.checkpoint`).
 """
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from transformers import LlamaForCausalLM
 
-from pruned_perf.checkpoint import drop_blocks, meta_linear
-from pruned_perf.headless import HeadlessAttention
-from pruned_perf.plan import PrunePlan, validate
+from pruned_perf.llama.checkpoint import drop_blocks, meta_linear
+from pruned_perf.llama.headless import HeadlessAttention
+from pruned_perf.llama.plan import PrunePlan, validate
 
 
 @torch.no_grad()  # a pruned model is for inference; slicing must not record a graph

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
-from pruned_perf.atomic import write_json_atomic
-from pruned_perf.checkpoint import PLAN, is_pruned_dir
-from pruned_perf.codehash import code_digest
-from pruned_perf.errors import UserError, choice_error
-from pruned_perf.models import (BYTE_LEVEL_PRESETS, PRESETS, PRETRAINED, build_model, is_preset, load_tokenizer,
+from pruned_perf.core.atomic import write_json_atomic
+from pruned_perf.llama.checkpoint import PLAN, is_pruned_dir
+from pruned_perf.core.codehash import code_digest
+from pruned_perf.core.errors import UserError, choice_error
+from pruned_perf.llama.models import (BYTE_LEVEL_PRESETS, PRESETS, PRETRAINED, build_model, is_preset, load_tokenizer,
                                 model_config)
-from pruned_perf.plan import PLAN_SCHEMA, PrunePlan, load_plan, save_plan
+from pruned_perf.llama.plan import PLAN_SCHEMA, PrunePlan, load_plan, save_plan
 from pruned_perf.pruning import methods
 from pruned_perf.pruning.evaluate import heldout_perplexity
 from pruned_perf.pruning.sizing import count_params, parse_param_count
@@ -117,7 +117,7 @@ def _model_identity(model: str) -> dict:
 def _code_digest() -> str:
     """The code that decides a plan (every method, the registry's size -> calibrate -> plan, sizing,
     calibration, the model builders and all they import): a plan made by other code is made anew."""
-    return code_digest("pruned_perf.pruning.methods", "pruned_perf.models")
+    return code_digest("pruned_perf.pruning.methods", "pruned_perf.llama.models")
 
 
 def plan_key(variant: Variant, dtype: torch.dtype, device: torch.device, seed: int = 0) -> str:
@@ -254,7 +254,7 @@ def _quality_path(variant: Variant, plan: PrunePlan, device: torch.device, dtype
     from pruned_perf.pruning import evaluate
     scoring = getattr(torch, plan.settings.get("scoring_dtype") or "", dtype)
     identity = {"dtype": str(dtype), "settings": settings, "text": evaluate.heldout_source(),
-                "code": code_digest("pruned_perf.pruning.evaluate", "pruned_perf.models", "pruned_perf.pruning.surgery"),
+                "code": code_digest("pruned_perf.pruning.evaluate", "pruned_perf.llama.models", "pruned_perf.pruning.surgery"),
                 "torch": torch.__version__, "transformers": transformers.__version__}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"{plan_key(variant, scoring, device)}.ppl-{digest}.json"

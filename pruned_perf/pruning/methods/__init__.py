@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from pruned_perf.errors import UserError, choice_error
-from pruned_perf.plan import PrunePlan
+from pruned_perf.core.errors import UserError, choice_error
+from pruned_perf.llama.plan import PrunePlan
 from pruned_perf.pruning.calibration import Calibration, CalibSpec, calibration_batch, effective_source
 from pruned_perf.pruning.methods import dense, depth, flap, llm_pruner
 from pruned_perf.pruning.sizing import Sizing

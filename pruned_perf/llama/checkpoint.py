@@ -1,6 +1,6 @@
 """A pruned model on disk: its directory format, and the model rebuilt from it.
 
-A pruned directory holds CONFIG (the pruned layer count), PLAN (what was removed, `pruned_perf.plan`),
+A pruned directory holds CONFIG (the pruned layer count), PLAN (what was removed, `pruned_perf.llama.plan`),
 WEIGHTS (safetensors) and, where stock LLaMA cannot build the model, LOADER (a file transformers imports
 for AutoModelForCausalLM). `save_pruned` writes one all or nothing; `load_pruned` rebuilds the exact
 shapes the plan leaves (`pruned_skeleton`) and loads the weights strictly. Importing this module
@@ -26,10 +26,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from pruned_perf.atomic import new_file_mode, temp_dir_beside
-from pruned_perf.errors import UserError
-from pruned_perf.headless import HeadlessAttention
-from pruned_perf.plan import PrunePlan, load_plan, plan_shapes, save_plan, validate
+from pruned_perf.core.atomic import new_file_mode, temp_dir_beside
+from pruned_perf.core.errors import UserError
+from pruned_perf.llama.headless import HeadlessAttention
+from pruned_perf.llama.plan import PrunePlan, load_plan, plan_shapes, save_plan, validate
 
 WEIGHTS = "model.safetensors"
 PLAN = "plan.json"

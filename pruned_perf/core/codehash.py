@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 
 PACKAGE = "pruned_perf"
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the package: this file lies in its core/
 
 
 def module_file(name: str) -> Path | None:

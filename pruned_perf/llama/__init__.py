@@ -1,0 +1,2 @@
+"""The model code: presets and real weights, the pruning plan, modules of pruned shapes, and the pruned
+checkpoint format."""
