@@ -4,7 +4,8 @@ Run `pytest perf/ --benchmark-json results.json` (options: `pytest perf/ --help`
 Each point is one measurement (docs/results-schema.md); the plugin in pruned_perf/bench/pytest_plugin.py
 chooses the points, and the point loop in pruned_perf/bench/session.py keeps one model on the device at a time.
 With `--pp-ab BASE` each point is an interleaved A/B of this tree against BASE (pruned_perf/bench/ab.py):
-two worker processes measure it, and the point is the new side's, its A/B in extra_info["ab"].
+two worker processes measure it, and the point is the new side's; the results' `pruned_perf_ab` holds the
+verdict (docs/results-schema.md).
 
 A point fails only for a real defect: a wrong output length (measure raises), an error other than
 running out of memory, or a timing that is not a finite number. It never fails because one timing

@@ -3,7 +3,8 @@
 `add_commands(subparsers)` adds them to the main parser; each sets `func` to a handler that takes its
 typed arguments (a frozen dataclass, made from the parsed Namespace by `typed`) and returns an exit
 code. A UserError propagates: the main CLI prints it and exits 2.
-Exit codes of `compare`: 0 no regression, 1 regression, 2 bad input.
+Exit codes of `compare` (pruned_perf.analysis.verdicts): 0 no regression, 1 regression (or, in an A/B, a
+point that failed), 2 bad input.
 """
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from dataclasses import dataclass, fields, replace
 
 from tabulate import tabulate
 
-from pruned_perf.analysis import ab_report, baselines, merge
+from pruned_perf.analysis import baselines, merge
 from pruned_perf.analysis import results as res
-from pruned_perf.analysis.ab import has_ab
+from pruned_perf.analysis.judging import judge_results
+from pruned_perf.analysis.verdicts import EXIT_OK
 from pruned_perf.core.atomic import (PARENTS_HELP, check_output_file, check_writable_dir, write_json_atomic,
                                 write_text_atomic)
 from pruned_perf.core.errors import UserError
-
-EXIT_OK, EXIT_REGRESSION = 0, 1
 
 
 @dataclass(frozen=True)
@@ -176,42 +176,29 @@ def _add_merge(sub) -> None:
 # ---------------------------------------------------------------- handlers
 
 
-def _compare_with_baseline(against: BaselineChoice, current):
-    """(baseline Results, Comparison) for --baseline, or (None, None) when none was asked for."""
-    if not against.baseline:
-        return None, None
-    return baselines.compare_with_baseline(current, against.baseline, against.baselines_dir, against.pyproject,
-                                           against.allow_mismatch)
+def _judgement(args, current, rederive: bool = False):
+    """The judgement of `current` against --baseline (pruned_perf.analysis.judging)."""
+    against = args.against
+    return judge_results(current, against.baseline, against.baselines_dir, against.pyproject,
+                         against.allow_mismatch, rederive=rederive)
 
 
 def cmd_compare(args: CompareArgs) -> int:
-    from pruned_perf.analysis.report import render
-
     if not args.against.baseline:
         raise UserError("compare needs a baseline: --baseline FILE|DIR|auto")
     if args.json:
         check_output_file(args.json, "--json")  # before the work, not after it
-    current = res.load_results(args.results)
-    if args.against.baseline == "auto" and has_ab(current):  # an A/B run: its pairs are the comparison
-        return ab_report.compare(current, args.format, args.json, args.against.pyproject)
-    _, comparison = _compare_with_baseline(args.against, current)
-    print(render(current, comparison, fmt=args.format), end="")
+    judgement = _judgement(args, res.load_results(args.results), rederive=True)
+    print(judgement.render(fmt=args.format), end="")
     if args.json:
-        write_json_atomic(args.json, comparison.to_dict())
-    return EXIT_REGRESSION if comparison.has_regression else EXIT_OK
+        write_json_atomic(args.json, judgement.to_dict())
+    return judgement.exit_code()
 
 
 def cmd_report(args: ReportArgs) -> int:
-    from pruned_perf.analysis.report import render
-
     if args.out:
         check_output_file(args.out, "--out")
-    current = res.load_results(args.results)
-    if not args.against.baseline and has_ab(current):
-        text = ab_report.report(current, args.format)
-    else:
-        _, comparison = _compare_with_baseline(args.against, current)
-        text = render(current, comparison, fmt=args.format, summary=args.summary)
+    text = _judgement(args, res.load_results(args.results)).render(fmt=args.format, summary=args.summary)
     if args.out:
         write_text_atomic(args.out, text)
     else:
@@ -220,22 +207,19 @@ def cmd_report(args: ReportArgs) -> int:
 
 
 def cmd_plot(args: PlotArgs) -> int:
-    from pruned_perf.analysis.plot import figure_format, plot
+    from pruned_perf.analysis.plot import figure_format
 
     figure_format(args.out)  # before loading anything: a typo should not cost a comparison
     check_output_file(args.out, "--out")
     current = res.load_results(args.results)
     against = args.against
     store = against.baselines_dir
-    if against.baseline == "auto" and not baselines.baseline_path(store, current.slug, current.profile).is_file():
+    if (against.baseline == "auto" and current.ab is None
+            and not baselines.baseline_path(store, current.slug, current.profile).is_file()):
         print(f"warning: no baseline for {current.slug} profile {current.profile} under {store}; "
               "plotting without one", file=sys.stderr)
-        against = replace(against, baseline=None)
-    if not against.baseline and has_ab(current):  # an A/B run: the base side's lines are the baseline
-        baseline, comparison = ab_report.base_side(current), None
-    else:
-        baseline, comparison = _compare_with_baseline(against, current)
-    plot(current, args.out, baseline=baseline, comparison=comparison, quality=args.quality)
+        args = replace(args, against=replace(against, baseline=None))
+    _judgement(args, current).plot(args.out, quality=args.quality)
     print(f"wrote {args.out}")
     return EXIT_OK
 

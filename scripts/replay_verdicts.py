@@ -25,10 +25,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from pruned_perf.analysis.compare import REGRESSED, compare
+from pruned_perf.analysis.compare import compare
+from pruned_perf.analysis.verdicts import REGRESSED
 from pruned_perf.analysis.config import config_from_table
 from pruned_perf.analysis.baselines import check_good_run
-from pruned_perf.analysis.history import run_summary
+from pruned_perf.analysis.results import run_summary
 from pruned_perf.analysis.results import load_results
 from pruned_perf.core.errors import UserError, exit_status
 

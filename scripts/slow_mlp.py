@@ -1,7 +1,7 @@
 """A genuinely slower code path for A/B trials: every LLaMA MLP runs its forward 4 times (3 results
 thrown away), as a careless refactor might; `PP_SLOW_MLP_TIMES` sets another count. Importing it patches
 LlamaMLP. scripts/verdict_trials.py (kind `slow-mlp`) loads it into the second run with `-p slow_mlp`
-and PYTHONPATH=scripts; scripts/interleaved.py into a worker whose environment sets PP_SLOW_MLP_TIMES."""
+and PYTHONPATH=scripts."""
 import os
 
 from transformers.models.llama import modeling_llama

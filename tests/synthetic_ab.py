@@ -1,17 +1,22 @@
-"""Synthetic interleaved A/B runs: pairs of rounds on a simulated drifting machine, and whole A/B results
-files (ab.json, docs/ab-verdicts.md) built from them, for tests of the verdicts, report, compare and plot.
+"""Synthetic interleaved A/B runs: pairs of rounds on a simulated machine with the threats a real one
+has, the A/B driver's loop over them, and whole A/B results files built from them, for the tests of the
+verdicts, report, compare and plot.
 
-The machine: its speed is a random walk in log space (`STEP` per round) times per-round lognormal
-noise (`NOISE`); each round of a pair sees the machine at its own time, and pairs run in counterbalanced
-order (base first, head first, ...). Latency, TTFT and TPOT share the machine, each with noise of its own.
+The machine (`Machine`): its speed is a random walk in log space (`step` per round); each round adds
+noise of its own per metric (latency, TTFT, TPOT: a short prefill is noisier than a whole call). The
+threats: a process bias (the head's worker slower for the whole run on identical code), a position
+effect (the round second in its pair slower), heavy-tailed outliers (a round the OS interrupted), and
+outside load tied to one side (its rounds contended, and slower).
 """
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 
 from pruned_perf.analysis import paired
-from pruned_perf.analysis.paired import ABSettings, Pair, SideRound
+from pruned_perf.analysis.ab import ABSettings, PointAB, contended
+from pruned_perf.core.ab_schema import BASE, HEAD, Pair, SideRound
 from pruned_perf.core.schema import Measurement
 
 try:
@@ -19,50 +24,91 @@ try:
 except ImportError:
     from synthetic_results import make_point, make_results
 
-NOISE = 0.07  # per-round lognormal noise: single pairs spread by ~10%, as on the real 2-core CPU
-STEP = 0.03  # the machine's random walk per round
+# The real 2-core CPU's pairs of identical code (docs/verdict-trials.md, fifth and sixth rounds): the
+# per-pair log-ratio spread by 0.006-0.023 for latency and 0.019-0.057 for TTFT; the review of the A/B
+# simulated 0.04-0.05. Per round, with a walk of STEP between the rounds of a pair: pair SD =
+# sqrt(2 noise^2 + STEP^2).
+STEP = 0.01
+REAL_NOISE = (0.015, 0.03, 0.015)  # latency, TTFT, TPOT per round: pairs spread by ~0.023, ~0.044, ~0.023
+WIDE_NOISE = (0.03, 0.04, 0.03)  # pairs spread by ~0.044, ~0.058, ~0.044
 
 
-def machine_pairs(rng: random.Random, n: int, ratio: float = 1.0, noise: float = NOISE, step: float = STEP,
-                  position_bias: float = 0.0, order: str = "alternate", load: tuple = (0.0, 0.0),
-                  scale: float = 1.0, ttft_noise: float | None = None, ttft_ratio: float | None = None) -> list:
-    """n pairs on the drifting machine; the head is `ratio` times slower; the round second in its pair
-    is exp(position_bias) slower; `load`: each round's (run-queue wait, others' CPU); `scale`: the
-    latency of a base round on the machine at its start. TTFT has noise and a ratio of its own where
-    given (a short prefill on a CPU is far noisier than a whole call)."""
-    noises = (noise, noise if ttft_noise is None else ttft_noise, noise)
-    ratios = (ratio, ratio if ttft_ratio is None else ttft_ratio, ratio)
-    w = rng.gauss(0, 0.3)  # where the machine's speed starts
-    pairs = []
-    for i in range(n):
-        first = "base" if order == "fixed" or i % 2 == 0 else "head"
+@dataclass(frozen=True)
+class Machine:
+    ratio: float = 1.0  # the head's true slowdown of every timing metric (TTFT: ttft_ratio where given)
+    ttft_ratio: float | None = None
+    noise: tuple = REAL_NOISE  # per-round lognormal SD of latency, TTFT, TPOT
+    step: float = STEP  # the machine's random walk per round
+    bias: float = 0.0  # process bias: the head's worker exp(bias) slower, identical code or not
+    position: float = 0.0  # the round second in its pair exp(position) slower
+    outliers: float = 0.0  # share of rounds an outlier hits
+    outlier_scale: float = 0.3  # an outlier slows its round by exp(|N(0, outlier_scale)|)
+    load_side: str | None = None  # outside load on this side's rounds only
+    load_share: float = 0.0  # in this share of them
+    load_slow: float = 0.5  # slowing such a round by exp(load_slow)
+    scale: float = 1.0  # a base round's latency on the machine at its start
+    order: str = "alternate"  # or "fixed": base always first
+
+    def round(self, rng: random.Random, side: str, position: int, walk: float) -> SideRound:
+        slow = walk + position * self.position + (self.bias if side == HEAD else 0.0)
+        if rng.random() < self.outliers:
+            slow += abs(rng.gauss(0, self.outlier_scale))
+        loaded = side == self.load_side and rng.random() < self.load_share
+        slow += self.load_slow if loaded else 0.0
+        ratios = (self.ratio, self.ratio if self.ttft_ratio is None else self.ttft_ratio, self.ratio)
+        latency, ttft, tpot = (math.exp(slow + (math.log(r) if side == HEAD else 0.0) + rng.gauss(0, sd))
+                               * self.scale * share for share, sd, r in zip((1.0, 0.1, 0.05), self.noise, ratios))
+        return SideRound(latency_s=latency, ttft_s=ttft, tpot_s=tpot, runqueue_wait_frac=0.0,
+                         others_cpu_frac=1.0 if loaded else 0.0, peer_cpu_frac=0.0)
+
+
+class Run:
+    """One point's rounds on the machine, drawn a pair at a time (the walk goes on between pairs)."""
+
+    def __init__(self, rng: random.Random, machine: Machine):
+        self.rng, self.machine = rng, machine
+        self.walk = rng.gauss(0, 0.3)  # where the machine's speed starts
+
+    def pair(self, first: str) -> Pair:
         rounds = {}
-        for position, side in enumerate((first, "head" if first == "base" else "base")):
-            w += rng.gauss(0, step)
-            slow = w + position * position_bias
-            latency, ttft, tpot = (
-                math.exp(slow + (math.log(r) if side == "head" else 0.0) + rng.gauss(0, sd)) * scale * share
-                for share, sd, r in zip((1.0, 0.1, 0.05), noises, ratios))
-            rounds[side] = SideRound(latency, ttft, tpot, *load)
-        pairs.append(Pair(first, rounds["base"], rounds["head"]))
-    return pairs
+        for position, side in enumerate((first, HEAD if first == BASE else BASE)):
+            self.walk += self.rng.gauss(0, self.machine.step)
+            rounds[side] = self.machine.round(self.rng, side, position, self.walk)
+        return Pair(first, rounds[BASE], rounds[HEAD])
 
 
-def run_point(rng, settings: ABSettings, family: int, base: Measurement | None = None,
-              head: Measurement | None = None, **machine) -> paired.PointAB:
-    """One point as the A/B driver runs it: a look every pairs_per_look pairs until settled or the cap."""
-    pairs = machine_pairs(rng, settings.max_pairs, **machine)
-    for n in paired.look_sizes(settings):
-        ab = paired.judge(pairs[:n], base, head, settings, family, final=n >= settings.max_pairs)
-        if paired.settled(ab, settings):
+def machine_pairs(rng: random.Random, n: int, machine: Machine = Machine()) -> list:
+    """n pairs in the driver's order (alternating from base first; base always first if order=fixed)."""
+    run = Run(rng, machine)
+    return [run.pair(BASE if machine.order == "fixed" or i % 2 == 0 else HEAD) for i in range(n)]
+
+
+def run_point(rng: random.Random, settings: ABSettings, family: int, machine: Machine = Machine(),
+              base: Measurement | None = None, head: Measurement | None = None, device: str = "cpu") -> PointAB:
+    """One point as the A/B driver (pruned_perf.bench.ab) runs it: the first pair's order at random, then
+    alternating over clean pairs (a contended pair is run again in the same order), judged at each look
+    of clean pairs and after every contended pair (to stop a busy point), until settled."""
+    run, pairs, clean = Run(rng, machine), [], 0
+    first = rng.choice((BASE, HEAD)) if machine.order == "alternate" else BASE
+    looks = paired.look_sizes(settings, family)
+    while True:
+        order = first if machine.order == "fixed" or clean % 2 == 0 else (HEAD if first == BASE else BASE)
+        pair = run.pair(order)
+        pairs.append(pair)
+        hit = device == "cpu" and contended(pair, settings.others_tolerance)
+        clean += not hit
+        if not hit and clean not in looks:
+            continue
+        final = clean >= settings.max_pairs
+        ab = paired.judge(pairs, base, head, settings=settings, family=family, final=final, device=device)
+        if (hit and ab.busy) or (not hit and paired.settled(ab, settings)):
             return ab
-    raise AssertionError("the last look is final, so it always settles")
 
 
 def worker(role: str, **changes) -> dict:
     """A worker's description as the A/B driver records it."""
-    described = {"role": role, "spec": "HEAD~1" if role == "base" else "working tree",
-                 "sha": ("1" if role == "base" else "2") * 40, "dirty": role == "head",
+    described = {"role": role, "spec": "HEAD~1" if role == BASE else "working tree",
+                 "sha": ("1" if role == BASE else "2") * 40, "dirty": role == HEAD,
                  "pruned_perf": f"/cache/{role}/pruned_perf", "python": "3.12.3", "torch": "2.13.0",
                  "transformers": "5.1.0", "threads": 2}
     return {**described, **changes}
@@ -71,7 +117,8 @@ def worker(role: str, **changes) -> dict:
 def make_ab_results(points: list[dict], settings: ABSettings | None = None, seed: int = 0,
                     base_worker: dict | None = None, head_worker: dict | None = None) -> dict:
     """An ab.json. Each entry of `points`: method, batch_size, ratio (head / base latency), and
-    optionally load=(run-queue wait, others' CPU), head_oom, base_oom, device, head_peak_mem."""
+    optionally load_share (outside load on the head's rounds), head_oom, base_oom, device, head_peak_mem,
+    failed (a reason: the point got no measurement)."""
     settings = settings or ABSettings()
     rng = random.Random(seed)
     benchmarks, records = [], []
@@ -82,20 +129,25 @@ def make_ab_results(points: list[dict], settings: ABSettings | None = None, seed
         latency = None if spec.get("base_oom") else base["extra_info"]["latency_s"] * spec["ratio"]
         head = make_point(**shape, rng=rng, oom=spec.get("head_oom", False), latency_s=latency, params=1000,
                           peak_mem_bytes=spec.get("head_peak_mem", 10_000))
+        device = spec.get("device", "cpu")
         for entry in (base, head):
-            entry["extra_info"]["device"] = spec.get("device", "cpu")
+            entry["extra_info"]["device"] = device
         base_m, head_m = (Measurement.from_dict(e["extra_info"]) for e in (base, head))
+        pid = head_m.id
+        if spec.get("failed"):
+            ab = PointAB(pairs=tuple(machine_pairs(rng, 4)), status="failed", reason=spec["failed"],
+                         family=len(points))
+            records.append({"id": pid, "ab": ab.to_dict(), "base": None})
+            continue
         if base_m.oom or head_m.oom:
-            ab = paired.judge((), base_m, head_m, settings, len(points), final=True)
+            ab = paired.judge((), base_m, head_m, settings=settings, family=len(points), final=True, device=device)
         else:
-            ab = run_point(rng, settings, len(points), base_m, head_m, ratio=spec["ratio"],
-                           load=spec.get("load", (0.0, 0.0)), scale=base_m.latency_s)
+            machine = Machine(ratio=spec["ratio"], scale=base_m.latency_s, load_side=HEAD,
+                              load_share=spec.get("load_share", 0.0))
+            ab = run_point(rng, settings, len(points), machine, base_m, head_m, device=device)
         benchmarks.append(head)
-        records.append({"ab": ab.to_dict(), "ab_base": base["extra_info"]})
+        records.append({"id": pid, "ab": ab.to_dict(), "base": base["extra_info"]})
     results = make_results(benchmarks, profile="quick", device="cpu", slug="cpu-2core")
-    for bench, record in zip(results["benchmarks"], records):  # after make_results, which rewrites extra_info
-        bench["extra_info"].update(record)
-    results["machine_info"]["pruned_perf"]["ab"] = {"base": base_worker or worker("base"),
-                                                    "head": head_worker or worker("head"),
-                                                    "settings": settings.to_dict()}
+    results["pruned_perf_ab"] = {"sides": {BASE: base_worker or worker(BASE), HEAD: head_worker or worker(HEAD)},
+                                 "settings": settings.to_dict(), "points": records}
     return results

@@ -36,7 +36,8 @@ SCHEMA_FIELDS = {
     "backend", "dtype", "device", "oom", "oom_skipped", "latency_s", "latency_iqr_s", "latency_min_s",
     "tokens_per_s", "ttft_s", "tpot_s", "itl_p50_s", "itl_p90_s", "itl_max_s", "peak_mem_bytes", "rounds_s",
     "ttft_rounds_s", "tpot_rounds_s", "warmup_s", "calls_per_round", "probe_s", "probe_rounds_s",
-    "runqueue_wait_rounds_s", "runqueue_wait_frac", "others_cpu_rounds_s", "others_cpu_frac", "speedup_vs_dense",
+    "runqueue_wait_rounds_s", "runqueue_wait_frac", "others_cpu_rounds_s", "others_cpu_frac", "peer_cpu_rounds_s",
+    "peer_cpu_frac", "speedup_vs_dense",
     "speedup_rounds", "dense_probe_s", "decode_bw_frac", "device_copy_bytes_per_s", "layers",
     "ppl", "ppl_source", "ppl_tokens", "plan_dtype", "structure_from_random_weights",
 }

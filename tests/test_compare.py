@@ -277,7 +277,7 @@ def test_one_slower_point_and_only_it_regresses():
 
 def _history_file(raw, runs: int, seed: int = 11) -> dict:
     """raw as a baseline with `runs` stored runs: earlier runs are re-drawn with other noise."""
-    from pruned_perf.analysis.history import run_summary
+    from pruned_perf.analysis.results import run_summary
     from pruned_perf.analysis.results import HISTORY_KEY
 
     summaries = []
@@ -315,7 +315,7 @@ def test_with_a_history_a_slowdown_beyond_every_stored_run_regresses():
 def _drifting_history(raw, runs: int, spread: float, seed: int = 5) -> dict:
     """raw as a baseline whose `runs` stored runs each moved every point by its own factor exp(N(0, spread)),
     as single points do on a shared CPU (measured A/A: latency SD 8-34% per model)."""
-    from pruned_perf.analysis.history import run_summary
+    from pruned_perf.analysis.results import run_summary
     from pruned_perf.analysis.results import HISTORY_KEY
 
     rng = random.Random(seed)

@@ -8,9 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pruned_perf.bench import measure as measure_module
-from pruned_perf.bench.measure import (GenerationLengthError, OomGuard, decode_step_bytes, device_copy_bytes_per_s,
-                                       make_inputs, measure)
+from pruned_perf.bench import calls as calls_module
+from pruned_perf.bench import rounds as rounds_module
+from pruned_perf.bench.bandwidth import decode_step_bytes, device_copy_bytes_per_s
+from pruned_perf.bench.calls import GenerationLengthError, make_inputs
+from pruned_perf.bench.measure import OomGuard, measure
 from pruned_perf.core.errors import UserError
 from pruned_perf.core.schema import Measurement, Point, timing_fields
 
@@ -202,12 +204,12 @@ def test_measurement_fields_consistent(model):
 def test_machine_counters_are_read_between_rounds_and_taken_per_second_of_round(model, monkeypatch, reader, field):
     """Read in the untimed hooks right before and after each round; off Linux there is nothing to read."""
     readings = iter([0.0, 0.0, 0.1, 0.3, 0.5, 0.6])  # start 1, end 1, start 2, end 2, ...
-    monkeypatch.setattr(measure_module.steadiness, reader, lambda: next(readings))
+    monkeypatch.setattr(rounds_module.steadiness, reader, lambda *peers: next(readings))
     m = measure(model, point(batch=1, inp=4, out=2), rounds=3, warmup=1)
     per_round = getattr(m, f"{field}_rounds_s")
     assert per_round == pytest.approx([0.0, 0.2, 0.1])
     assert getattr(m, f"{field}_frac") == pytest.approx(statistics.median(c / r for c, r in zip(per_round, m.rounds_s)))
-    monkeypatch.setattr(measure_module.steadiness, reader, lambda: None)
+    monkeypatch.setattr(rounds_module.steadiness, reader, lambda *peers: None)
     off_linux = measure(model, point(batch=1, inp=4, out=2), rounds=3, warmup=1)
     assert getattr(off_linux, f"{field}_rounds_s") == [] and getattr(off_linux, f"{field}_frac") is None
 
@@ -335,12 +337,12 @@ def test_timed_rounds_hook_times_the_full_calls(model, monkeypatch):
 
 def test_calls_per_round_makes_a_round_last_at_least_the_minimum(monkeypatch):
     called = []
-    assert measure_module.calls_per_round(lambda: called.append(1), 0.5, 0.0) == 1
-    assert measure_module.calls_per_round(lambda: called.append(1), 1.2, 1.0) == 1
+    assert rounds_module.calls_per_round(lambda: called.append(1), 0.5, 0.0) == 1
+    assert rounds_module.calls_per_round(lambda: called.append(1), 1.2, 1.0) == 1
     assert called == []  # a warm-up call that long is a round of its own: no sizing call
-    monkeypatch.setattr(measure_module, "time_once", lambda fn: 0.3)
-    assert measure_module.calls_per_round(lambda: None, 0.9, 1.0) == 4  # sized by a steady call: ceil(1.0 / 0.3)
-    assert measure_module.calls_per_round(lambda: None, 0.25, 0.2) == 1  # ... which may be long enough alone
+    monkeypatch.setattr(rounds_module, "time_once", lambda fn: 0.3)
+    assert rounds_module.calls_per_round(lambda: None, 0.9, 1.0) == 4  # sized by a steady call: ceil(1.0 / 0.3)
+    assert rounds_module.calls_per_round(lambda: None, 0.25, 0.2) == 1  # ... which may be long enough alone
 
 
 def test_short_calls_are_timed_in_rounds_of_several(model, monkeypatch):
@@ -389,8 +391,8 @@ def test_static_and_eager_generate_the_same_tokens():
     static_model = tiny_llama(seed=3)
     p_eager, p_static = point(batch=2, out=6), point(batch=2, out=6, backend="static")
     inputs = make_inputs(p_eager, VOCAB, "cpu")
-    eager = static_model.generate(**inputs, **measure_module.generate_kwargs(static_model, p_eager, 6))
-    static = static_model.generate(**inputs, **measure_module.generate_kwargs(static_model, p_static, 6))
+    eager = static_model.generate(**inputs, **calls_module.generate_kwargs(static_model, p_eager, 6))
+    static = static_model.generate(**inputs, **calls_module.generate_kwargs(static_model, p_static, 6))
     assert torch.equal(eager, static)
 
 

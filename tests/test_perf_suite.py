@@ -99,9 +99,9 @@ import os
 
 import torch
 
-import pruned_perf.bench.measure as measure
+import pruned_perf.bench.rounds as rounds
 
-_real_full_call = measure.full_call
+_real_full_call = rounds.full_call
 
 
 def _full_call(model, point, inputs, new_tokens, traces=None):
@@ -114,7 +114,7 @@ def _full_call(model, point, inputs, new_tokens, traces=None):
     return _real_full_call(model, point, inputs, new_tokens, traces)
 
 
-measure.full_call = _full_call
+rounds.full_call = _full_call
 '''
 
 CRASH_PLUGIN = '''
@@ -138,9 +138,9 @@ PointLog.append = _append
 '''
 
 FAIL_PLUGIN = '''
-import pruned_perf.bench.measure as measure
+import pruned_perf.bench.rounds as rounds
 
-_real_full_call = measure.full_call
+_real_full_call = rounds.full_call
 
 
 def _full_call(model, point, inputs, new_tokens, traces=None):
@@ -149,15 +149,15 @@ def _full_call(model, point, inputs, new_tokens, traces=None):
     return _real_full_call(model, point, inputs, new_tokens, traces)
 
 
-measure.full_call = _full_call
+rounds.full_call = _full_call
 '''
 
 # Rounds of three calls when the suite passes the --pp-min-round-s the static run asks for: how many calls
-# a real round gets depends on the machine's speed (pruned_perf.bench.measure.calls_per_round)
+# a real round gets depends on the machine's speed (pruned_perf.bench.rounds.calls_per_round)
 CALLS_PLUGIN = '''
-import pruned_perf.bench.measure as measure
+import pruned_perf.bench.rounds as rounds
 
-measure.calls_per_round = lambda call, last_warmup_s, min_round_s: 3 if min_round_s == 0.25 else 1
+rounds.calls_per_round = lambda call, last_warmup_s, min_round_s: 3 if min_round_s == 0.25 else 1
 '''
 
 

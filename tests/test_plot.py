@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from pruned_perf.analysis.compare import NEWLY_OOM, REGRESSED, Comparison, PointVerdict
+from pruned_perf.analysis.comparison import Comparison, PointVerdict
+from pruned_perf.analysis.verdicts import NEWLY_OOM, REGRESSED
 from pruned_perf.analysis.plot import make_figure, plot
 from pruned_perf.analysis.results import results_from_dict
 from pruned_perf.core.errors import UserError

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pruned_perf.analysis.compare import IMPROVED, REGRESSED, UNCHANGED, compare
+from pruned_perf.analysis.compare import compare
+from pruned_perf.analysis.verdicts import IMPROVED, REGRESSED, UNCHANGED
 from pruned_perf.analysis.metrics import BY_NAME, DEFAULT_THRESHOLDS, LOWER_IS_BETTER
-from pruned_perf.analysis.plot import make_figure, make_quality_figure, plot
+from pruned_perf.analysis.plot import make_figure, save_figure
+from pruned_perf.analysis.plot_quality import make_quality_figure
 from pruned_perf.analysis.report import render
 from pruned_perf.analysis.results import results_from_dict
 from pruned_perf.bench.sweep import ModelPool
@@ -123,7 +125,7 @@ def test_figure_legend_marks_flap_structure_from_random_weights():
 
 def test_quality_figure_draws_each_variant_at_its_perplexity_against_throughput(tmp_path):
     results = _quality_results()
-    fig = plot(results, tmp_path / "quality.png", quality=True)
+    fig = save_figure(make_quality_figure(results), tmp_path / "quality.png")
     assert (tmp_path / "quality.png").read_bytes()[:4] == b"\x89PNG"
     assert [ax.get_title() for ax in fig.axes] == ["smollm2-135m in 12 out 32"]  # llama-7b has no ppl
     ax = fig.axes[0]

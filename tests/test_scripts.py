@@ -1,11 +1,8 @@
-"""scripts/replay_verdicts.py (the rules replayed over stored runs, as the trials in docs/verdict-trials.md
-were) and scripts/interleaved.py (two sides timed in alternating rounds)."""
+"""scripts/replay_verdicts.py: the rules replayed over stored runs, as the trials in docs/verdict-trials.md
+were."""
 import importlib.util
-import re
 from pathlib import Path
 
-import pytest
-import torch
 
 try:
     from tests.synthetic_results import make_results, point_id, scale_point, sweep, write
@@ -65,54 +62,3 @@ def test_effects_take_out_the_drift_between_the_plain_runs_around_a_run(tmp_path
     # 1.25 / sqrt(1.0 * 1.1): the slower code, less the drift; a plain run between plain runs: none.
     # B0 and A3 lack a plain run on one side: no line.
     assert out[1:] == ["B1 between A1 and A2: llama-7b +19%", "A2 between A1 and A3: llama-7b +0%"]
-
-
-def test_interleaved_sides_take_turns_and_each_time_lands_on_its_own_side():
-    order = []
-
-    def side(name, seconds):
-        def timed():
-            order.append(name)
-            return seconds
-        return timed
-
-    timings = _script("interleaved").in_turns(side("A", 1.0), side("B", 2.0), pairs=3)
-    assert order == ["A", "B", "B", "A", "A", "B"]  # who goes first alternates
-    assert timings == [(1.0, 2.0)] * 3
-
-
-NUMBER = r"(\d+\.\d{3})"
-
-
-def _summary(out: str, a: str, b: str, pairs: int) -> None:
-    """The one line a run prints: both sides' medians and the ratios within the pairs."""
-    match = re.fullmatch(rf"{re.escape(a)}: median {NUMBER} s; {re.escape(b)}: median {NUMBER} s; ratio within a "
-                         rf"pair: median {NUMBER}, min {NUMBER}, max {NUMBER} \({pairs} pairs\)\n", out)
-    assert match, out
-
-
-def test_interleaved_threads_restores_the_process_thread_count(capsys):
-    before = torch.get_num_threads()
-    args = ["threads", "--model", "tiny-llama", "--threads", "1", "2", "--pairs", "2"]
-    assert _script("interleaved").main(args) == 0
-    assert torch.get_num_threads() == before
-    _summary(capsys.readouterr().out, "1 thread(s)", "2 thread(s)", 2)
-
-
-def test_interleaved_processes_give_side_b_its_environment(capsys):
-    """Two worker processes; B, by its environment, runs one thread and every MLP 3 times
-    (scripts/slow_mlp.py). Each worker says what it runs."""
-    args = ["processes", "--model", "tiny-llama", "--pairs", "2", "--b-env", "PP_SLOW_MLP_TIMES=3", "OMP_NUM_THREADS=1"]
-    assert _script("interleaved").main(args) == 0
-    out = capsys.readouterr().out
-    a_label = re.match(r"A \(threads=\d+ mlp_times=1\)", out)  # A: this environment's threads, plain MLP
-    assert a_label, out
-    _summary(out, a_label.group(0), "B (threads=1 mlp_times=3)", 2)
-
-
-@pytest.mark.parametrize("args, named", [(["threads", "--pairs", "0"], "--pairs 0"),
-                                         (["processes", "--model", "nope"], "unknown model 'nope'")])
-def test_interleaved_bad_input_is_one_error_line(args, named, capsys):
-    assert _script("interleaved").main(args) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.count("\n") == 1 and named in captured.err

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pruned_perf.bench import sweep
-from pruned_perf.bench.sweep import ModelPool, make_points, parse_ints, parse_names, parse_shard, select_variants, shard
+from pruned_perf.bench.options import parse_int, parse_ints, parse_names, parse_shard
+from pruned_perf.bench.sweep import ModelPool, make_points, select_variants, shard
 from pruned_perf.core.errors import UserError
 from pruned_perf.core.pointlog import PointLog, read_log
 from pruned_perf.pruning.variants import PROFILES, Variant, get_profile, plan_key
@@ -30,6 +31,14 @@ def test_parse_ints():
     for bad in ("0", "1,-2", "x", "", " , ", "1.5"):
         with pytest.raises(UserError, match="--pp-batch"):
             parse_ints(bad, "--pp-batch")
+
+
+def test_parse_int_names_the_option_and_the_value():
+    assert parse_int(None, "--pp-ab-pairs") is None
+    assert parse_int("30", "--pp-ab-pairs") == 30
+    for bad in ("0", "-3", "x", "1,2", ""):
+        with pytest.raises(UserError, match=r"--pp-ab-pairs must be a positive integer, got "):
+            parse_int(bad, "--pp-ab-pairs")
 
 
 def test_parse_names():

@@ -13,9 +13,11 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from pruned_perf.analysis.compare import Comparison, compare, competing_cpu
+from pruned_perf.analysis.compare import compare, competing_cpu
+from pruned_perf.analysis.comparison import Comparison
 from pruned_perf.analysis.config import load_config
-from pruned_perf.analysis.history import RunSummary, run_summary
+from pruned_perf.analysis.history import RunSummary
+from pruned_perf.analysis.results import run_summary
 from pruned_perf.analysis.results import Results, load_results
 from pruned_perf.core.atomic import write_json_atomic
 from pruned_perf.core.errors import UserError
@@ -74,6 +76,10 @@ def store_baseline(results_path: str | os.PathLike, baselines_dir: str | os.Path
     under another's slug; with force, its history is dropped and starts anew).
     """
     results = load_results(results_path)
+    if results.ab is not None:  # not even with force: a baseline holds runs of one version
+        raise UserError(f"{results.path}: an interleaved A/B, not a run of one version: its rounds alternated with "
+                        f"another version's, and its verdicts are against that one; store a plain run "
+                        f"(pytest perf/ --benchmark-json) as the baseline")
     if not force:
         check_good_run(results)
     dest = baseline_path(baselines_dir, results.slug, results.profile)
@@ -90,6 +96,9 @@ def check_good_run(results: Results) -> None:
     run's outcome is unknown), failed tests, no measured point, or a machine that was unsteady, busy
     or changed speed during the run."""
     hint = "pass --force to store it anyway"
+    if results.interrupted:
+        raise UserError(f"{results.path}: the run was interrupted (Ctrl-C): it holds only the points before "
+                        f"that; not a baseline; {hint}")
     if results.from_log:
         raise UserError(f"{results.path}: a point log, not the results of a finished run (its outcome is "
                         f"unknown); store the --benchmark-json file of a run that finished, or {hint}")

@@ -9,6 +9,7 @@ probe_tolerance = 0.15 # the steadiness probe this much slower than in the basel
 runqueue_tolerance = 0.1  # threads waited this many s more per s of rounds for a CPU: noisy
 others_tolerance = 0.25  # anything else used this many cores more during the rounds: noisy
 history_sigmas = 2.0   # with >= 3 stored runs: how many between-run SDs a change must exceed
+ab_bias_floor = 0.03   # an A/B's regressed/improved interval must clear this, not only 1 (process bias)
 
 [tool.pruned_perf.thresholds]   # relative change of the median that counts, per metric
 latency_s = 0.05
@@ -70,8 +71,12 @@ DEFAULT_OTHERS_TOLERANCE = 0.25
 # (chosen from trials against 3-run histories: docs/verdict-trials.md). 0: off.
 DEFAULT_HISTORY_SIGMAS = 2.0
 
+# An interleaved A/B: how far two worker processes of identical code read apart on this machine (a process
+# bias); a `regressed` interval must clear it, not only 1 (docs/ab-verdicts.md, chosen from A/A trials).
+DEFAULT_AB_BIAS_FLOOR = 0.03
+
 _FRACTIONS = ("alpha", "drift_allowance", "probe_tolerance", "runqueue_tolerance", "others_tolerance",
-              "history_sigmas")
+              "history_sigmas", "ab_bias_floor")
 TOP_LEVEL_KEYS = ("thresholds", "groups", "min_rounds") + _FRACTIONS
 SETTING_KEYS = tuple(DEFAULT_THRESHOLDS) + ("min_rounds",) + _FRACTIONS
 GROUP_KEYS = ("match",) + SETTING_KEYS
@@ -89,6 +94,7 @@ class Settings:
     runqueue_tolerance: float = DEFAULT_RUNQUEUE_TOLERANCE
     others_tolerance: float = DEFAULT_OTHERS_TOLERANCE
     history_sigmas: float = DEFAULT_HISTORY_SIGMAS
+    ab_bias_floor: float = DEFAULT_AB_BIAS_FLOOR
 
 
 @dataclass

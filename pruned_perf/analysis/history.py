@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 from pruned_perf.analysis.metrics import METRICS
 from pruned_perf.core.errors import UserError
 from pruned_perf.core.schema import NAME, OBJECT, TEXT, Check, Measurement, Record, checked, is_number
-
-if TYPE_CHECKING:
-    from pruned_perf.analysis.results import Results
 
 
 @dataclass(frozen=True)
@@ -75,14 +70,6 @@ class RunSummary(Record):
         return {"run_id": self.run_id, "datetime": self.datetime, "commit": self.commit, "slug": self.slug,
                 "torch": self.torch, "transformers": self.transformers,
                 "points": {pid: point.to_dict() for pid, point in self.points.items()}}
-
-
-def run_summary(results: Results) -> RunSummary:
-    """The summary of the run a results file holds."""
-    return RunSummary(run_id=results.meta.run_id, datetime=results.datetime, commit=results.commit,
-                      slug=results.slug, torch=results.fingerprint.torch,
-                      transformers=results.fingerprint.transformers,
-                      points={pid: point_summary(p) for pid, p in results.points.items()})
 
 
 def read_history(history, slug: str, where: str) -> list[RunSummary]:

@@ -19,10 +19,12 @@ def merge_results(paths) -> Results:
     if not paths:
         raise UserError("merge needs at least one results file")
     first = load_results(paths[0])
+    _check_plain(first)
     points, benchmarks, failed = dict(first.points), list(first.raw["benchmarks"]), list(first.failed)
     owner = {pid: first.path for pid in first.points}
     for path in paths[1:]:
         shard = load_results(path)
+        _check_plain(shard)
         _check_same_run(first, shard)
         for pid in shard.points:
             if pid in owner:
@@ -36,6 +38,14 @@ def merge_results(paths) -> Results:
     meta = dataclasses.replace(first.meta, session=SessionOutcome(failed))
     raw = copy.deepcopy(dict(first.raw, benchmarks=benchmarks))
     return dataclasses.replace(first, meta=meta, points=points, raw=raw, path="", history=[])
+
+
+def _check_plain(results: Results) -> None:
+    """An A/B's points are judged against its other side's, pair by pair: merged as plain shards, they
+    would lose that silently."""
+    if results.ab is not None:
+        raise UserError(f"{results.path} is an interleaved A/B (pruned_perf_ab): merge joins the shards of plain "
+                        f"runs; report, compare or plot the A/B file itself")
 
 
 def _check_same_run(a: Results, b: Results) -> None:

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
-from pruned_perf.analysis.compare import (IMPROVED, INCONCLUSIVE, MIN_HISTORY, MISSING, NEW, NEWLY_OOM, NO_LONGER_OOM,
-                                          NOISY, REGRESSED, UNCHANGED, Comparison, PointVerdict)
+from pruned_perf.analysis.compare import MIN_HISTORY
+from pruned_perf.analysis.comparison import Comparison, PointVerdict
+from pruned_perf.analysis.verdicts import (IMPROVED, INCONCLUSIVE, MISSING, NEW, NEWLY_OOM, NO_LONGER_OOM, NOISY,
+                                           REGRESSED, UNCHANGED, Judgement)
 from pruned_perf.analysis.metrics import METRICS, Metric
 from pruned_perf.analysis.results import Results, method_rank
 from pruned_perf.core.errors import choice_error
@@ -46,6 +48,32 @@ def render(results: Results, comparison: Comparison | None = None, fmt: str = "g
     if not summary or len(full.encode()) <= summary_limit_bytes:
         return full
     return _cut(header, regressions, results, comparison, fmt, summary_limit_bytes, len(full.encode()))
+
+
+class BaselineJudgement(Judgement):
+    """A run's tables, held against stored runs where a comparison was made (None: the tables alone)."""
+
+    def __init__(self, results: Results, comparison: Comparison | None = None, baseline: Results | None = None):
+        self.results, self.comparison, self.baseline = results, comparison, baseline
+
+    @property
+    def has_regression(self) -> bool:
+        return self.comparison is not None and self.comparison.has_regression
+
+    def render(self, fmt: str = "github", summary: bool = False) -> str:
+        return render(self.results, self.comparison, fmt=fmt, summary=summary)
+
+    def to_dict(self) -> dict:
+        return self.comparison.to_dict() if self.comparison is not None else {"has_regression": False}
+
+    def plot(self, out_path, quality: bool = False):
+        from pruned_perf.analysis.plot import plot, save_figure
+
+        if quality:
+            from pruned_perf.analysis.plot_quality import make_quality_figure
+
+            return save_figure(make_quality_figure(self.results), out_path)
+        return plot(self.results, out_path, baseline=self.baseline, comparison=self.comparison)
 
 
 # ---------------------------------------------------------------- header

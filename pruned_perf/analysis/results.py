@@ -2,8 +2,9 @@
 
 A results file is pytest-benchmark JSON with `machine_info.pruned_perf` (the run's meta: `RunMeta`) and
 one measured point per `benchmarks[i].extra_info` (`Measurement`). A baseline file adds the summaries of
-earlier runs under `pruned_perf_history` (pruned_perf.analysis.history). A JSON-lines point log reads
-as the results of its last run.
+earlier runs under `pruned_perf_history` (pruned_perf.analysis.history); an interleaved A/B adds its
+record under `pruned_perf_ab` (pruned_perf.analysis.ab). A JSON-lines point log reads as the results of
+its last run.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from pruned_perf.analysis.history import RunSummary, read_history, run_summary
+from pruned_perf.analysis.ab import AB_KEY, ABRecord
+from pruned_perf.analysis.history import RunSummary, point_summary, read_history
 from pruned_perf.analysis.speedups import add_speedups
 from pruned_perf.core.errors import UserError
 from pruned_perf.core.schema import SCHEMA_VERSION, SUPPORTED_SCHEMAS, Fingerprint, Measurement, MethodStyle, RunMeta
@@ -31,6 +33,7 @@ class Results:
     from_log: bool = False  # read from a point log: the run may have crashed, its outcome is unknown
     datetime: str | None = None  # when pytest-benchmark wrote the file
     commit: str | None = None  # the commit measured, as pytest-benchmark saw it
+    ab: ABRecord | None = None  # an interleaved A/B's record: its points are the new side's
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -59,6 +62,10 @@ class Results:
         return self.meta.failed
 
     @property
+    def interrupted(self) -> bool:
+        return self.meta.interrupted
+
+    @property
     def runs(self) -> list[RunSummary]:
         """Run summaries, oldest first, this file's own run last (a plain results file: just its own)."""
         return self.history or [run_summary(self)]
@@ -66,14 +73,24 @@ class Results:
     def to_json(self) -> dict:
         """The results file's JSON: its meta, every point's extra_info and the history (if any) written
         from the typed records, the rest of pytest-benchmark's JSON as read."""
-        raw = {k: v for k, v in self.raw.items() if k != HISTORY_KEY}
+        raw = {k: v for k, v in self.raw.items() if k not in (HISTORY_KEY, AB_KEY)}
         raw["machine_info"] = dict(raw.get("machine_info") or {}, pruned_perf=self.meta.to_dict())
         # results built in memory (not read) get a bare entry per point
         benchmarks = self.raw.get("benchmarks") or [{"name": pid, "extra_info": {"id": pid}} for pid in self.points]
         raw["benchmarks"] = [dict(b, extra_info=self.points[b["extra_info"]["id"]].to_dict()) for b in benchmarks]
         if self.history:
             raw[HISTORY_KEY] = [run.to_dict() for run in self.history]
+        if self.ab is not None:
+            raw[AB_KEY] = self.ab.to_dict()
         return raw
+
+
+def run_summary(results: Results) -> RunSummary:
+    """The summary of the run a results file holds."""
+    return RunSummary(run_id=results.meta.run_id, datetime=results.datetime, commit=results.commit,
+                      slug=results.slug, torch=results.fingerprint.torch,
+                      transformers=results.fingerprint.transformers,
+                      points={pid: point_summary(p) for pid, p in results.points.items()})
 
 
 def method_styles(*results: Results | None) -> dict[str, MethodStyle]:
@@ -136,7 +153,8 @@ def results_from_dict(raw, path: str = "<results>") -> Results:
         raise UserError(f"{path}: expected a JSON object (pytest-benchmark results), got {type(raw).__name__}")
     meta = _meta(raw, path)
     benchmarks = raw.get("benchmarks")
-    if not isinstance(benchmarks, list) or not benchmarks:
+    # an A/B whose every point went unmeasured (busy, failed) has its record and nothing else
+    if not isinstance(benchmarks, list) or not (benchmarks or raw.get(AB_KEY)):
         raise UserError(f"{path}: no benchmarks (empty results); nothing was measured")
     points: dict[str, Measurement] = {}
     where: dict[str, int] = {}
@@ -155,8 +173,23 @@ def results_from_dict(raw, path: str = "<results>") -> Results:
         history=read_history(raw.get(HISTORY_KEY), meta.fingerprint.slug, f"{path}: {HISTORY_KEY}"),
         datetime=None if raw.get("datetime") is None else str(raw["datetime"]),
         commit=commit.get("id") if isinstance(commit, dict) else None,
+        ab=_ab_record(raw, points, path),
         raw=raw,
     )
+
+
+def _ab_record(raw: dict, points: dict, path: str) -> ABRecord | None:
+    """The A/B's record, checked: every measured point of the file is one of its points."""
+    if "ab" in raw.get("machine_info", {}).get("pruned_perf", {}):
+        raise UserError(f"{path}: an A/B written by an older pruned_perf (machine_info.pruned_perf.ab); this "
+                        f"one reads the A/B from {AB_KEY}: run the A/B again")
+    if raw.get(AB_KEY) is None:
+        return None
+    record = ABRecord.from_dict(raw[AB_KEY], f"{path}: {AB_KEY}")
+    missing = sorted(set(points) - {p.id for p in record.points})
+    if missing:
+        raise UserError(f"{path}: {AB_KEY} has no verdict for point(s) {', '.join(missing[:5])}")
+    return record
 
 
 def _read_json(path: str, what: str):

@@ -1,4 +1,6 @@
-"""The exact one-sided Mann-Whitney U test the verdicts use on raw rounds. Torch-free."""
+"""The exact tests the verdicts use, torch-free: the one-sided Mann-Whitney U test of raw rounds (a run
+against a stored run), and the Hodges-Lehmann estimate with the exact Wilcoxon signed-rank interval of
+paired log-ratios (an interleaved A/B)."""
 from __future__ import annotations
 
 import bisect
@@ -96,3 +98,60 @@ def _tie_sizes(ranks_x2: list[int]) -> list[int]:
     for r in ranks_x2:
         sizes[r] = sizes.get(r, 0) + 1
     return [t for t in sizes.values() if t > 1]
+
+
+# ---------------------------------------------------------------- paired: the signed-rank statistic
+
+
+@functools.lru_cache(maxsize=None)
+def signed_rank_cdf(n: int) -> tuple:
+    """P(T+ <= t) for t = 0 .. n(n+1)/2 under the null (each |d| equally likely + or -): exact counts
+    of the subsets of {1..n} by their sum, over 2^n."""
+    top = n * (n + 1) // 2
+    counts = [1] + [0] * top
+    for rank in range(1, n + 1):
+        for s in range(top, rank - 1, -1):
+            counts[s] += counts[s - rank]
+    total, running, cdf = 2 ** n, 0, []
+    for c in counts:
+        running += c
+        cdf.append(running / total)
+    return tuple(cdf)
+
+
+def signed_rank_critical(n: int, tail: float) -> int | None:
+    """Largest c with P(T+ <= c) <= tail, or None if even T+ = 0 is likelier than that."""
+    cdf = signed_rank_cdf(n)
+    if cdf[0] > tail:
+        return None
+    return bisect.bisect_right(cdf, tail) - 1  # cdf increases: the last index with cdf <= tail
+
+
+def min_pairs(tail: float) -> int:
+    """Fewest pairs whose exact interval can be finite at this tail (2^-n <= tail)."""
+    return math.ceil(math.log2(1 / tail) - 1e-12)
+
+
+def walsh_averages(d: list) -> list:
+    """(d_i + d_j) / 2 for i <= j, sorted."""
+    return sorted([(a + b) / 2 for i, a in enumerate(d) for b in d[i:]])
+
+
+def median_sorted(values: list) -> float:
+    m = len(values)
+    return (values[(m - 1) // 2] + values[m // 2]) / 2
+
+
+def hodges_lehmann(d: list) -> float:
+    """The median of the Walsh averages: the center of d, robust to a few wild pairs."""
+    return median_sorted(walsh_averages(d))
+
+
+def wilcoxon_interval(d: list, tail: float, walsh: list | None = None) -> tuple[float, float]:
+    """Exact Wilcoxon signed-rank interval for the center of d: each side misses with probability at
+    most `tail` (a 1 - 2 tail interval). Infinite where n pairs cannot reach that level (2^-n > tail)."""
+    walsh = walsh_averages(d) if walsh is None else walsh
+    c = signed_rank_critical(len(d), tail)
+    if c is None:
+        return -math.inf, math.inf
+    return walsh[c], walsh[len(walsh) - 1 - c]

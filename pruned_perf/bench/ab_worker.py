@@ -3,28 +3,32 @@ round at a time, on request, with its own side's code.
 
     python -m pruned_perf.bench.ab_worker --role base|head
 
-The driver starts it with cwd and PYTHONPATH at the side's source tree. It speaks JSON lines: one
-request on stdin, one answer on stdout. stdout carries nothing else: whatever the libraries print goes
-to stderr. The first line is the worker's hello, before any request:
+The driver starts it with PYTHONPATH at the side's source tree. It speaks JSON lines: one request on
+stdin, one answer on stdout. stdout carries nothing else: whatever the libraries print goes to stderr.
+The first line is the worker's hello, before any request:
 
-    {"hello": {"protocol": 1, "describe": {"sha", "dirty", "pruned_perf", "python", "torch", ...}}}
+    {"hello": {"protocol": 2, "describe": {"role", "sha", "dirty", "pruned_perf", "python", "torch", ...}}}
 
 Requests, in the order a point needs them (answers: the fields named, or {"error": ..., "traceback": ...}
 for a failure that is not running out of memory; the worker goes on):
 
-    {"op": "setup", "options": {...--pp-* values...}, "cache_dir": DIR}  -> {"points": [ids], "threads": N}
-    {"op": "start", "point": ID}       -> {"calls": N, "warmup_s": [...]}, or {"oom": true}
+    {"op": "setup", "options": {...SweepOptions...}, "cache_dir": DIR, "peers": [PID, ...]}
+                                       -> {"points": [ids], "threads": N, "uncached": N}
+    {"op": "uncached"}                 -> {"uncached": N}   (variants whose plan or perplexity the cache lacks)
+    {"op": "plan"}                     -> {"planned": N}    (builds and scores those into the cache)
+    {"op": "start", "point": ID}       -> {"calls": N, "warmup_s": [...], "device": "cpu"}, or {"oom": true, ...}
     {"op": "size", "calls": N}         -> {"calls": N}          (the same on both sides: the larger)
-    {"op": "round"}                    -> {"round": {latency_s, ttft_s, tpot_s, runqueue_wait_frac,
-                                                     others_cpu_frac}}, or {"oom": true}
+    {"op": "round"}                    -> {"round": SideRound}, or {"oom": true}
     {"op": "finish"}                   -> {"measurement": {...}}  (Measurement.to_dict of its rounds)
 
-End of stdin ends the worker. PROTOCOL changes whenever a request or answer changes meaning: the driver
-refuses a worker that speaks another.
+`peers` are the other side's worker and the driver: their CPU during a round is the A/B's own, counted
+apart from load outside it (pruned_perf.bench.rounds.round_counters). End of stdin ends the worker.
+PROTOCOL changes whenever a request or answer changes meaning: the driver refuses a worker that speaks
+another.
 
 Tests only: PP_AB_TEST_FAULT=ROLE:KIND:N[:POINT][,...] makes the worker of ROLE die (exit 3), hang, or
-run out of memory (KIND = die | hang | oom) at the N-th timed round (0: at the point's start, before its build and warm-up) of every point
-whose id contains POINT (of every point without it).
+run out of memory (KIND = die | hang | oom) at the N-th timed round (0: at the point's start, before its
+build and warm-up) of every point whose id contains POINT (of every point without it).
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ import os
 import sys
 import traceback
 
-PROTOCOL = 1
+PROTOCOL = 2
 
 
 def _protocol_stream():
@@ -46,11 +50,30 @@ def _protocol_stream():
     return out
 
 
-def describe(role: str) -> dict:
-    """What this side runs: its source (git SHA, whether the tree differs from it), where pruned_perf
-    was imported from, and the versions and threads that decide its speed."""
-    import platform
+def _git(package: str, *args) -> str | None:
     import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", package, *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def dirty(package: str) -> bool | None:
+    """Whether the tree differs from its commit in what the code could import: a tracked file changed, or
+    a Python file is new. Untracked results and logs (ab.json beside the checkout) are no change."""
+    status = _git(package, "status", "--porcelain", "--untracked-files=all", "--", "..")
+    if status is None:
+        return None
+    return any(not line.startswith("??") or line.rstrip().endswith(".py") for line in status.splitlines())
+
+
+def describe(role: str) -> dict:
+    """What this side runs (a SideDescription without its spec, which the driver adds): its source (git
+    SHA, whether the tree differs from it), where pruned_perf was imported from, and the versions and
+    threads that decide its speed."""
+    import platform
 
     import torch
     import transformers
@@ -58,20 +81,10 @@ def describe(role: str) -> dict:
     import pruned_perf
 
     package = os.path.dirname(os.path.abspath(pruned_perf.__file__))
-
-    def git(*args) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", package, *args], capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    sha = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain") if sha else None
-    return {"role": role, "sha": sha, "dirty": bool(status) if status is not None else None,
-            "pruned_perf": package, "python": f"{platform.python_version()} ({sys.executable})",
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "threads": torch.get_num_threads(), "pid": os.getpid()}
+    sha = _git(package, "rev-parse", "HEAD")
+    return {"role": role, "sha": sha, "dirty": dirty(package) if sha else None, "pruned_perf": package,
+            "python": f"{platform.python_version()} ({sys.executable})", "torch": torch.__version__,
+            "transformers": transformers.__version__, "threads": torch.get_num_threads()}
 
 
 class Fault:
@@ -99,119 +112,113 @@ class Fault:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
 
 
-class PointState:
-    """The point a worker is measuring: its model, fields, rounds, and whether it ran out of memory."""
+class SideWorker:
+    """The requests of one side: the sweep's points, one at a time, a round per request."""
 
-    def __init__(self, point, variant, model=None, base=None, skipped=None):
-        self.point, self.variant, self.model, self.base = point, variant, model, base
-        self.rounds = None  # PointRounds once warmed up
-        self.oom = False
-        self.skipped = skipped  # the OomGuard's Measurement: a smaller batch of the series ran out
-
-
-class Worker:
     def __init__(self, role: str):
-        from pruned_perf.bench.measure import OomGuard
-
         self.role = role
-        self.sweep = self.pool = None
-        self.guard = OomGuard()
-        self.current: PointState | None = None
+        self.sweep = self.steps = self.cache_dir = None
+        self.peers: tuple = ()
+        self.started = None  # the point being measured (pruned_perf.bench.session.StartedPoint)
+        self.rounds = None  # its PointRounds once warmed up
+        self.oom = False
         self.fault = Fault(role, os.environ.get("PP_AB_TEST_FAULT"))  # tests only
 
     def handle(self, request: dict) -> dict:
         op = request.get("op")
         handler = getattr(self, f"op_{op}", None)
         if handler is None:
-            return {"error": f"unknown op {op!r}; valid choices: setup, start, size, round, finish"}
+            return {"error": f"unknown op {op!r}; valid choices: setup, uncached, plan, start, size, round, finish"}
         return handler(request)
 
     def op_setup(self, request: dict) -> dict:
-        from pruned_perf.bench.session import sweep_from_options
-        from pruned_perf.bench.sweep import ModelPool
-
         import torch
 
-        self.sweep = sweep_from_options(request["options"])
-        self.pool = ModelPool(self.sweep.device, self.sweep.dtype, request["cache_dir"])
+        from pruned_perf.bench.options import SweepOptions
+        from pruned_perf.bench.session import PointSteps, sweep_from_options
+
+        self.sweep = sweep_from_options(SweepOptions.from_dict(request["options"]))
+        self.cache_dir = request["cache_dir"]
+        self.steps = PointSteps(self.sweep, self.cache_dir)
+        self.peers = tuple(request.get("peers") or ())
         # the thread count again, now that the measuring code is imported: code that sets it on import
         # (a change under test may) must show in the description
-        return {"points": [p.id for p in self.sweep.points], "threads": torch.get_num_threads()}
+        return {"points": [p.id for p in self.sweep.points], "threads": torch.get_num_threads(),
+                "uncached": len(self._uncached())}
+
+    def _uncached(self) -> list:
+        from pruned_perf.pruning.variants import variant_cached
+
+        return [v for v in self.sweep.variants
+                if not variant_cached(v, self.sweep.device, self.sweep.dtype, self.cache_dir)]
+
+    def op_uncached(self, request: dict) -> dict:
+        return {"uncached": len(self._uncached())}
+
+    def op_plan(self, request: dict) -> dict:
+        """Build and score every variant the cache lacks, so that its plan and perplexity are there before
+        any timing: then no timing worker is the one that did that work (a planner is a worker of its
+        own, ended before the timing starts)."""
+        planned = self._uncached()
+        for variant in planned:
+            self.steps.pool.fields(variant)
+        self.steps.pool.release()
+        return {"planned": len(planned)}
 
     def op_start(self, request: dict) -> dict:
-        from pruned_perf.bench.measure import PointRounds, begin_point
+        from pruned_perf.bench.measure import unless_oom
 
-        self.current = None
+        self.started, self.rounds, self.oom = None, None, False
         point = next((p for p in self.sweep.points if p.id == request["point"]), None)
         if point is None:
             return {"error": f"this side does not measure point {request['point']!r}"}
-        variant = self.sweep.variant_for(point)
-        skipped = self.guard.skip(point)
-        if skipped is not None:
-            self.current = PointState(point, variant, skipped=skipped)
-            return {"oom": True, "skipped": True}
+        device = self.sweep.device.type
         self.fault.before_round(point.id, 0)
-        model = self.pool.get(variant)
-        state = self.current = PointState(point, variant, model, begin_point(model, point))
-        calls = self._unless_oom(lambda: self._warm_up(state, PointRounds))
-        return {"oom": True} if calls is None else {"calls": calls, "warmup_s": state.rounds.warmup_s}
+        self.started = self.steps.start(point)
+        if self.started.skipped is not None:
+            return {"oom": True, "skipped": True, "device": device}
+        calls = unless_oom(self._warm_up)
+        self.oom = calls is None
+        return {"oom": True, "device": device} if calls is None else {
+            "calls": calls, "warmup_s": self.rounds.warmup_s, "device": device}
 
-    def _warm_up(self, state: PointState, point_rounds) -> int:
-        state.rounds = point_rounds(state.model, state.point)
-        calls = state.rounds.warm_up(self.sweep.warmup, self.sweep.min_round_s)
+    def _warm_up(self) -> int:
+        from pruned_perf.bench.rounds import PointRounds
+
+        started = self.started
+        self.rounds = PointRounds(started.model, started.point, self.peers)
+        calls = self.rounds.warm_up(self.sweep.warmup, self.sweep.min_round_s)
         # the probe before the first round and after the last (PointRounds.fields), not between rounds:
         # a round's time limit (bench/ab.py) then bounds the round alone
-        state.rounds.probe()
+        self.rounds.probe()
         return calls
 
     def op_size(self, request: dict) -> dict:
-        rounds = self.current.rounds
-        if request["calls"] < rounds.calls:
-            return {"error": f"{request['calls']} calls per round is fewer than this side's own {rounds.calls}"}
-        rounds.calls = request["calls"]
-        return {"calls": rounds.calls}
+        if request["calls"] < self.rounds.calls:
+            return {"error": f"{request['calls']} calls per round is fewer than this side's own {self.rounds.calls}"}
+        self.rounds.calls = request["calls"]
+        return {"calls": self.rounds.calls}
 
     def op_round(self, request: dict) -> dict:
-        state = self.current
-        done = self._unless_oom(lambda: self._timed_round(state))
-        return {"oom": True} if done is None else {"round": state.rounds.round_summary(-1)}
+        from pruned_perf.bench.measure import unless_oom
 
-    def _timed_round(self, state: PointState) -> float:
-        self.fault.before_round(state.point.id, len(state.rounds.rounds_s) + 1)
-        return state.rounds.timed_round(probe=False)
+        done = unless_oom(self._timed_round)
+        self.oom = done is None
+        return {"oom": True} if done is None else {"round": self.rounds.round_summary(-1).to_dict()}
 
-    def _unless_oom(self, step):
-        """step()'s value, or None when it ran out of memory: the point's result, not a failure."""
-        from pruned_perf.bench.measure import is_oom
-
-        try:
-            return step()
-        except Exception as exc:  # noqa: BLE001 - anything but OOM is re-raised
-            if not is_oom(exc):
-                raise
-        self.current.oom = True  # outside the except block: the frames holding tensors are gone
-        return None
+    def _timed_round(self) -> float:
+        self.fault.before_round(self.started.point.id, len(self.rounds.rounds_s) + 1)
+        return self.rounds.timed_round(probe=False)
 
     def op_finish(self, request: dict) -> dict:
-        from dataclasses import replace
-
-        from pruned_perf.bench.measure import oom_measurement, point_measurement
-
-        state, self.current = self.current, None
-        if state.skipped is not None:
-            measurement = state.skipped
-        elif state.oom:
-            measurement = oom_measurement(state.model, state.base)
-        else:
-            measurement = point_measurement(state.model, state.point, state.base, state.rounds.fields())
-        # after the timed rounds: perplexity is scored once per variant, as PerfRun.measure does
-        measurement = replace(measurement, **self.pool.fields(state.variant))
-        self.guard.record(state.point, measurement)
+        started, self.started = self.started, None
+        runs = None if self.oom or self.rounds is None else self.rounds.fields()
+        measurement = self.steps.finish(started, runs)
         return {"measurement": measurement.to_dict()}
 
 
 def serve(role: str, requests, out) -> None:
-    worker = Worker(role)
+    worker = SideWorker(role)
     for line in requests:
         if not line.strip():
             continue

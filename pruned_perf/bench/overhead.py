@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from pruned_perf.bench.fingerprint import pick_device
-from pruned_perf.bench.measure import full_call, make_inputs, model_device, plain_timed_rounds, synchronize
+from pruned_perf.bench.calls import full_call, make_inputs, model_device, synchronize
+from pruned_perf.bench.rounds import plain_timed_rounds
 from pruned_perf.core.errors import UserError, choice_error
 from pruned_perf.core.schema import Point
 

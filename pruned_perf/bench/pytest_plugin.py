@@ -19,53 +19,24 @@ from pathlib import Path
 
 import pytest
 
+from pruned_perf.analysis.verdicts import EXIT_INTERRUPTED
+from pruned_perf.bench.options import DEFAULT_CACHE_DIR, NAMES, OPTIONS, PerfOptions, from_environment
 from pruned_perf.core.atomic import check_append_file, check_output_file, check_writable_dir
-
-# name, environment variable, help. Every option can come from the command line or the environment.
-_OPTIONS = [
-    ("profile", "PP_PROFILE", "quick (tiny models, CPU) | smoke (llama-7b subset, GPU) | paper (the "
-     "reference sweep); default: smoke with a GPU, quick without"),
-    ("models", "PP_MODELS", "comma-separated presets or model directories (default: the profile's)"),
-    ("methods", "PP_METHODS", "comma-separated methods: dense, depth, llm-pruner, flap"),
-    ("batch", "PP_BATCH", "comma-separated batch sizes M"),
-    ("in", "PP_IN", "comma-separated input token counts"),
-    ("out", "PP_OUT", "comma-separated output token counts"),
-    ("backend", "PP_BACKEND", "comma-separated backends: eager (dynamic KV cache) and/or static"),
-    ("device", "PP_DEVICE", "auto | cuda | cuda:N | cpu (default auto)"),
-    ("dtype", "PP_DTYPE", "float16 | bfloat16 | float32 (default: the profile's)"),
-    ("rounds", "PP_ROUNDS", "timed rounds per point (default 5)"),
-    ("warmup", "PP_WARMUP", "full warm-up calls at the exact shape per point (default 1)"),
-    ("min-round-s", "PP_MIN_ROUND_S", "a timed round is as many calls as last at least this many seconds "
-     "(default 1.0; 0: one call per round)"),
-    ("shard", "PP_SHARD", "I/N: run only the I-th of N disjoint parts of the matrix"),
-    ("log", "PP_LOG", "JSON-lines file every point is appended to as soon as it is measured "
-     "(default: the --benchmark-json path with .jsonl, else pruned-perf-points.jsonl). For it and for "
-     "--benchmark-json, missing parent directories are created"),
-    ("cache-dir", "PP_CACHE_DIR", "where pruning plans are cached (default .pp-cache)"),
-    ("compare", "PP_COMPARE", "auto | FILE | DIR: compare against a baseline at the end; "
-     "a regression fails the session"),
-    ("baselines-dir", "PP_BASELINES_DIR", "the baseline store for --pp-compare auto (default baselines)"),
-    ("ab", "PP_AB", "BASE: an interleaved A/B of this tree against BASE, a git revision of its repository "
-     "(HEAD, HEAD~1, origin/main, a SHA) or another Python interpreter (this tree in another environment); "
-     "each side runs in its own worker process, in pairs of rounds; a regression fails the session"),
-    ("ab-pairs", "PP_AB_PAIRS", "A/B: most pairs of rounds per point (default 30)"),
-    ("ab-look", "PP_AB_LOOK", "A/B: pairs added between two looks at the verdict (default 6)"),
-    ("ab-timeout-s", "PP_AB_TIMEOUT_S", "A/B: a worker that does not answer a round within max(this, 10 x its "
-     "warm-up round) seconds, or any other step (a point's build and warm-up) within 60 x this, is killed as "
-     "hung (default 30)"),
-]
-
 
 def pytest_addoption(parser):
     group = parser.getgroup("pruned_perf", "pruned_perf perf suite")
-    for name, env, text in _OPTIONS:
-        # An empty variable means unset (a workflow passes empty inputs through as "").
-        group.addoption(f"--pp-{name}", dest=f"pp_{name.replace('-', '_')}", default=os.environ.get(env) or None,
+    for name, env, text in OPTIONS:
+        group.addoption(f"--pp-{name}", dest=f"pp_{name.replace('-', '_')}", default=from_environment(name),
                         help=f"{text} [env {env}]")
 
 
 def _option(config, name: str):
     return config.getoption(f"pp_{name.replace('-', '_')}")
+
+
+def perf_options(config) -> PerfOptions:
+    """The session's --pp-* options, parsed (a bad value: a UserError naming it)."""
+    return PerfOptions.parse({name: _option(config, name) for name in NAMES})
 
 
 class PerfSession:
@@ -77,8 +48,9 @@ class PerfSession:
         from pruned_perf.bench.session import PerfRun, sweep_from_options
 
         self.config = config
-        sweep = sweep_from_options({name: _option(config, name) for name, _, _ in _OPTIONS})
-        self.run = PerfRun(sweep, plan_cache_dir(config), _log_path(config))
+        self.options = perf_options(config)
+        sweep = sweep_from_options(self.options.sweep)
+        self.run = PerfRun(sweep, self.options.cache_dir, _log_path(config))
         self.oom_points: dict[str, object] = {}
         self.results_json: dict | None = None
         self.comparison_text: str | None = None
@@ -99,19 +71,31 @@ class PerfSession:
 
     def _measure_ab(self, point, benchmark):
         """The A/B of a point: the head's Measurement is the benchmark point, its rounds pytest-benchmark's
-        stats; extra_info adds the verdict and the base's measurement. This process builds no model."""
-        from pruned_perf.bench.ab import ab_line
-
-        result = self.ab.measure(point, benchmark.fullname)
-        self.run.log.append(result, benchmark.fullname)
+        stats; the verdict and the base's measurement go to the results' A/B record. This process builds
+        no model. A point the machine was too busy to start is skipped, and in the A/B table."""
+        try:
+            result = self.ab.measure(point, benchmark.fullname)
+        except BaseException:  # a point that failed (Ctrl-C included) is kept by the driver: say it, log it
+            if self.ab.results and self.ab.results[-1].point == point:
+                self._log_ab(self.ab.results[-1], benchmark.fullname)
+            raise
+        self._log_ab(result, benchmark.fullname)
+        if result.head is None:
+            pytest.skip(result.ab.reason)
+        self.run.log.append(result.head, benchmark.fullname)
         self.run.measured.append(result.head)
-        self._say(ab_line(result))
-        if result.oom:
-            self.oom_points[benchmark.fullname] = result
+        if result.head.oom:
+            self.oom_points[benchmark.fullname] = result.head
         else:
             _record_rounds(benchmark, result.head.rounds_s, result.head.calls_per_round)
-            benchmark.extra_info.update(result.to_dict())
+            benchmark.extra_info.update(result.head.to_dict())
         return result.head
+
+    def _log_ab(self, result, nodeid: str) -> None:
+        from pruned_perf.analysis.ab_report import live_line
+
+        self.run.log.append_ab_point(result.record, nodeid)
+        self._say(live_line(result.point, result.ab))
 
     def _say(self, line: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -133,7 +117,7 @@ class PerfSession:
 
 def _pedantic(benchmark):
     """Time the rounds through pytest-benchmark, so its stats are the rounds the core measured."""
-    from pruned_perf.bench.measure import repeated
+    from pruned_perf.bench.rounds import repeated
 
     def timed_rounds(fn, rounds, warmup=0, setup=None, calls=1):
         # pytest-benchmark refuses `iterations` > 1 with a setup (it would run once per round, which is
@@ -149,7 +133,7 @@ def _pedantic(benchmark):
 
 def plan_cache_dir(config) -> str:
     """Where the session caches pruning plans (and their perplexities): --pp-cache-dir, or .pp-cache."""
-    return _option(config, "cache-dir") or ".pp-cache"
+    return _option(config, "cache-dir") or DEFAULT_CACHE_DIR
 
 
 def _check_outputs(config) -> None:
@@ -180,11 +164,11 @@ def _log_path(config) -> Path:
     explicit = _option(config, "log")
     if explicit:
         return Path(explicit)
-    json_path = _benchmark_json(config)
+    json_path = benchmark_json(config)
     return json_path.with_suffix(".jsonl") if json_path else Path("pruned-perf-points.jsonl")
 
 
-def _benchmark_json(config) -> Path | None:
+def benchmark_json(config) -> Path | None:
     """--benchmark-json: a Path in pytest-benchmark 5, an open file (with .name) in older versions."""
     value = config.getoption("benchmark_json", None)
     if value is None:
@@ -214,8 +198,8 @@ def pytest_cmdline_main(config):
         return None
     from pruned_perf.bench.ab_plugin import start_ab
 
-    options = {name: _option(config, name) for name, _, _ in _OPTIONS}
-    return start_ab(config, _session(config), options)
+    session = _session(config)
+    return start_ab(config, session, session.options)
 
 
 # Runs that only list or explain and time nothing: no A/B workers for them.
@@ -223,10 +207,11 @@ _ONLY_LISTS = ("help", "version", "collectonly", "showfixtures", "show_fixtures_
 
 
 def pytest_configure(config):
-    if _option(config, "compare") and _benchmark_json(config) is None:
+    config.pluginmanager.register(InterruptWatch(config), "pruned_perf_interrupts")
+    if _option(config, "compare") and benchmark_json(config) is None:
         raise pytest.UsageError("--pp-compare needs --benchmark-json FILE (the results it compares)")
-    results = _check_results_path(_benchmark_json(config))
-    if any(_option(config, name) is not None for name, _, _ in _OPTIONS):
+    results = _check_results_path(benchmark_json(config))
+    if any(_option(config, name) is not None for name in NAMES):
         _session(config)  # a bad --pp-* value is a usage error (exit 4) here, not a collection error (2)
     if results is not None:
         # an old file left there would read as this run's results if the run dies before the end
@@ -264,6 +249,43 @@ def pp_session(request) -> PerfSession:
     return _session(request.config)
 
 
+class InterruptWatch:
+    """Ctrl-C: the results say so (machine_info.pruned_perf.session.interrupted) and the session exits 130,
+    which no other outcome gives."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def pytest_keyboard_interrupt(self, excinfo):
+        state = getattr(self.config, "_pruned_perf", None)
+        if state is not None:
+            state.run.interrupted = True
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session, exitstatus):
+        state = getattr(self.config, "_pruned_perf", None)
+        if state is not None and state.run.interrupted:
+            session.exitstatus = EXIT_INTERRUPTED
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """A session of perf points only: each point prints its own line as it ends, so pytest's progress
+    (the file's path, a letter per test) would only break those lines apart."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and items and all("pp_point" in getattr(item, "fixturenames", ()) for item in items):
+        reporter.showfspath = False
+        config._pruned_perf_points_only = True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report, config):
+    """No progress letter for a perf point's call: its own line said how it ended (pytest's summary still
+    counts and lists failures and skips)."""
+    if getattr(config, "_pruned_perf_points_only", False) and report.when == "call":
+        return report.outcome, "", ""
+    return None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Remember every test of the session that failed or errored, in any phase."""
@@ -295,7 +317,7 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     # called just before pytest-benchmark writes the file, which it does without making its directory
-    _benchmark_json(config).parent.mkdir(parents=True, exist_ok=True)
+    benchmark_json(config).parent.mkdir(parents=True, exist_ok=True)
     state = getattr(config, "_pruned_perf", None)
     if state is None:
         return
@@ -326,7 +348,7 @@ def pytest_sessionfinish(session, exitstatus):
     from pruned_perf.core.errors import UserError
 
     try:
-        current = results_from_dict(state.results_json, str(_benchmark_json(config)))
+        current = results_from_dict(state.results_json, str(benchmark_json(config)))
         _, comparison = compare_with_baseline(current, spec, _option(config, "baselines-dir") or "baselines")
         state.comparison_text = render(current, comparison, fmt="plain")
         regressed = comparison.has_regression
@@ -345,11 +367,11 @@ def pytest_terminal_summary(terminalreporter, config):
     if state.comparison_text:
         terminalreporter.write_sep("=", "pruned_perf comparison against the baseline")
         terminalreporter.write_line(state.comparison_text)
-    else:
+    elif state.ab is None:  # an A/B ends with its own table (pruned_perf.bench.ab_plugin)
         from pruned_perf.analysis.report import render
 
         terminalreporter.write_sep("=", "pruned_perf results")
         terminalreporter.write_line(render(state.results(), fmt="plain"))
-    json_path = _benchmark_json(config)
+    json_path = benchmark_json(config)
     written = f"results {json_path}, " if json_path else ""
     terminalreporter.write_line(f"pruned_perf: {written}point log {state.run.log.path} (run {state.run.run_id})")

@@ -1,7 +1,7 @@
 """The point loop of a perf run, outside pytest: choose the points from the --pp-* options, then for
 each point build (or reuse) its model, measure it, append it to the point log, and remember it.
 
-The pytest plugin is glue around this: it turns options into `sweep_from_options`, lets
+The pytest plugin is glue around this: it turns the options into `sweep_from_options`, lets
 pytest-benchmark time the rounds (`timed_rounds`), and writes results and verdicts at the end. Any
 other driver (a script, a notebook) can call `PerfRun.measure` the same way.
 """
@@ -9,47 +9,87 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
 
 from pruned_perf.bench.fingerprint import fingerprint, pick_device
-from pruned_perf.bench.measure import OomGuard, TimedRounds, measure
-from pruned_perf.bench.sweep import (DEFAULT_MIN_ROUND_S, ModelPool, Sweep, make_points, parse_ints, parse_names,
-                                     parse_seconds, parse_shard, select_variants, shard)
+from pruned_perf.bench.measure import OomGuard, begin_point, point_result, run_rounds
+from pruned_perf.bench.options import SweepOptions
+from pruned_perf.bench.rounds import TimedRounds
+from pruned_perf.bench.sweep import DEFAULT_MIN_ROUND_S, ModelPool, Sweep, make_points, select_variants, shard
 from pruned_perf.core.errors import UserError
-from pruned_perf.llama.models import model_config, model_name, parse_dtype
 from pruned_perf.core.pointlog import PointLog
-from pruned_perf.pruning.methods import styles as method_styles
-from pruned_perf.pruning.variants import get_profile, saved_plan
 from pruned_perf.core.schema import SCHEMA_VERSION, Fingerprint, Measurement, MethodStyle, Point, RunMeta, SessionOutcome
+from pruned_perf.llama.models import model_config, model_name, parse_dtype
+from pruned_perf.pruning.methods import styles as method_styles
+from pruned_perf.pruning.variants import Variant, get_profile, saved_plan
 
 
-class PerfRun:
-    """One run of the suite: the sweep, the model pool, what ran out of memory, the point log."""
+@dataclass
+class StartedPoint:
+    """A point before its rounds: its variant and model, and begin_point's fields; or, where a smaller
+    batch of its series ran out of memory, the Measurement that says it was skipped."""
 
-    def __init__(self, sweep: Sweep, cache_dir: str | Path, log_path: str | Path):
+    point: Point
+    variant: Variant
+    model: object = None
+    base: dict | None = None
+    skipped: Measurement | None = None
+
+
+class PointSteps:
+    """A point's steps around its rounds, the same for a plain run and for an A/B worker
+    (pruned_perf.bench.ab_worker): skip it where a smaller batch of its series ran out of memory; else
+    build (or reuse) its model and take its model-level fields; after the rounds, its Measurement with
+    the variant's own fields (held-out perplexity), remembered by the OOM guard."""
+
+    def __init__(self, sweep: Sweep, cache_dir: str | Path | None):
         self.sweep = sweep
         self.pool = ModelPool(sweep.device, sweep.dtype, cache_dir)
         self.guard = OomGuard()
+
+    def start(self, point: Point) -> StartedPoint:
+        variant = self.sweep.variant_for(point)
+        skipped = self.guard.skip(point)
+        if skipped is not None:
+            return StartedPoint(point, variant, skipped=skipped)
+        model = self.pool.get(variant)
+        return StartedPoint(point, variant, model, begin_point(model, point))
+
+    def finish(self, started: StartedPoint, runs: dict | None) -> Measurement:
+        """The point's Measurement from its rounds' fields (None: it ran out of memory)."""
+        if started.skipped is not None:
+            return started.skipped
+        measurement = point_result(started.model, started.point, started.base, runs)
+        # after the timed rounds: perplexity is scored once per variant, not per point
+        measurement = replace(measurement, **self.pool.fields(started.variant))
+        self.guard.record(started.point, measurement)
+        return measurement
+
+
+class PerfRun:
+    """One run of the suite: the sweep, its points' steps, the point log, what was measured."""
+
+    def __init__(self, sweep: Sweep, cache_dir: str | Path, log_path: str | Path):
+        self.sweep = sweep
+        self.steps = PointSteps(sweep, cache_dir)
         # unique even for runs started in the same second (their logs may be one file)
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.log = PointLog(Path(log_path), run=self.run_id, meta=self.meta(outcome=False).to_dict())
         self.measured: list[Measurement] = []
         self.failed: list[str] = []  # what the driver reports as failed: a baseline never comes from such a run
+        self.interrupted = False  # Ctrl-C ended the session: its results are what ran before
 
     def measure(self, point: Point, name: str, timed_rounds: TimedRounds | None = None) -> Measurement:
         """Measure `point` (or skip it: a smaller batch of its series ran out of memory) and log it
         under `name` at once, so that a run that dies later loses nothing measured."""
-        measurement = self.guard.skip(point)
-        if measurement is None:
-            variant = self.sweep.variant_for(point)
-            model = self.pool.get(variant)
-            measurement = measure(model, point, rounds=self.sweep.rounds, warmup=self.sweep.warmup,
-                                  min_round_s=self.sweep.min_round_s, timed_rounds=timed_rounds)
-            # after the timed rounds: perplexity is scored once per variant, not per point
-            measurement = replace(measurement, **self.pool.fields(variant))
-            self.guard.record(point, measurement)
+        started = self.steps.start(point)
+        runs = None
+        if started.skipped is None:
+            sweep = self.sweep
+            runs = run_rounds(started.model, point, rounds=sweep.rounds, warmup=sweep.warmup,
+                              min_round_s=sweep.min_round_s, timed_rounds=timed_rounds)
+        measurement = self.steps.finish(started, runs)
         self.log.append(measurement, name)
         self.measured.append(measurement)
         return measurement
@@ -59,7 +99,7 @@ class PerfRun:
         return RunMeta(schema=SCHEMA_VERSION, profile=self.sweep.profile.name, run_id=self.run_id,
                        fingerprint=Fingerprint.from_dict(fingerprint(self.sweep.device)),
                        methods={name: MethodStyle.from_dict(style) for name, style in method_styles().items()},
-                       session=SessionOutcome(list(self.failed)) if outcome else None)
+                       session=SessionOutcome(list(self.failed), self.interrupted) if outcome else None)
 
 
 def live_line(measurement: Measurement, measured: list[Measurement]) -> str:
@@ -75,33 +115,23 @@ def live_line(measurement: Measurement, measured: list[Measurement]) -> str:
     return f"{head} {m.latency_s:.4g} s, {m.tokens_per_s:.1f} tokens/s, ttft {m.ttft_s * 1e3:.1f} ms{speedup}"
 
 
-def sweep_from_options(options: Mapping[str, str | None]) -> Sweep:
-    """The sweep the --pp-* options ask for (keys without the prefix: "profile", "models", "in", ...;
-    None or absent: the profile's value). Every bad value is a UserError before any model is built."""
-    device = pick_device(options.get("device"))
-    profile = get_profile(options.get("profile") or ("smoke" if device.type == "cuda" else "quick"))
-    models = parse_names(options.get("models"))
-    _check_models(models or ())
-    variants = select_variants(profile, models, parse_names(options.get("methods")))
-    points = make_points(
-        variants,
-        parse_ints(options.get("in"), "--pp-in") or profile.inputs,
-        parse_ints(options.get("out"), "--pp-out") or profile.outputs,
-        parse_ints(options.get("batch"), "--pp-batch") or profile.batches,
-        parse_names(options.get("backend")) or profile.backends,
-    )
-    part = parse_shard(options.get("shard"))
-    if part:
-        points = shard(points, *part)
+def sweep_from_options(options: SweepOptions) -> Sweep:
+    """The sweep the options ask for (None: the profile's value). Every bad value is a UserError before
+    any model is built."""
+    device = pick_device(options.device)
+    profile = get_profile(options.profile or ("smoke" if device.type == "cuda" else "quick"))
+    _check_models(options.models or ())
+    variants = select_variants(profile, options.models, options.methods)
+    points = make_points(variants, options.inputs or profile.inputs, options.outputs or profile.outputs,
+                         options.batch or profile.batches, options.backends or profile.backends)
+    if options.shard:
+        points = shard(points, *options.shard)
     if not points:
         raise UserError("nothing to measure: the --pp-* options select no point (an empty --pp-models or "
                         "--pp-methods, or a shard with no series)")
-    rounds = parse_ints(options.get("rounds"), "--pp-rounds")
-    warmup = parse_ints(options.get("warmup"), "--pp-warmup")
-    min_round_s = parse_seconds(options.get("min-round-s"), "--pp-min-round-s")
-    return Sweep(profile, variants, points, device, parse_dtype(options.get("dtype") or profile.dtype),
-                 rounds=rounds[0] if rounds else 5, warmup=warmup[0] if warmup else 1,
-                 min_round_s=DEFAULT_MIN_ROUND_S if min_round_s is None else min_round_s)
+    return Sweep(profile, variants, points, device, parse_dtype(options.dtype or profile.dtype),
+                 rounds=options.rounds or 5, warmup=options.warmup or 1,
+                 min_round_s=DEFAULT_MIN_ROUND_S if options.min_round_s is None else options.min_round_s)
 
 
 def _check_models(names) -> None:

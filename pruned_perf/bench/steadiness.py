@@ -58,10 +58,21 @@ def run_queue_wait_s() -> float | None:
     return total_ns / 1e9 if seen else None
 
 
-def others_cpu_s() -> float | None:
-    """CPU seconds that, so far, went to anything but this process: the busy and stolen time of all
-    CPUs (first line of /proc/stat) less this process's own CPU time; None where the kernel does not
-    say (not Linux). Ticks of 1/CLK_TCK s: read it over rounds of a tenth of a second or more."""
+def others_cpu_s(peers: tuple = ()) -> float | None:
+    """CPU seconds that, so far, went to anything but this process and the processes `peers`: the busy and
+    stolen time of all CPUs (first line of /proc/stat) less this process's own CPU time and theirs; None
+    where the kernel does not say (not Linux). Ticks of 1/CLK_TCK s: read it over rounds of a tenth of a
+    second or more. An A/B worker passes the other side's worker and the driver as `peers`: their CPU is
+    the A/B's own, not load from outside it."""
+    busy = machine_busy_s()
+    if busy is None:
+        return None
+    peer = processes_cpu_s(peers) if peers else 0.0
+    return busy - time.process_time() - (peer or 0.0)
+
+
+def machine_busy_s() -> float | None:
+    """The busy and stolen CPU seconds of all CPUs so far (/proc/stat); None where the kernel does not say."""
     try:
         with open("/proc/stat", encoding="ascii") as f:
             fields = [int(v) for v in f.readline().split()[1:9]]
@@ -70,7 +81,38 @@ def others_cpu_s() -> float | None:
     if len(fields) < 8:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK") - time.process_time()
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def processes_cpu_s(pids) -> float | None:
+    """CPU seconds the processes `pids` (all their threads) have used so far (/proc/PID/stat: user and
+    system time); a process that has ended counts 0. None where the kernel does not say (not Linux)."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def outside_load(pids, window_s: float) -> float | None:
+    """Cores' worth of CPU that anything but the processes `pids` used over the next `window_s` seconds
+    (this process sleeps meanwhile); None where the kernel does not say. An A/B's driver samples it while
+    its workers are idle: what is left is load from outside the A/B."""
+    pids = tuple(pids)
+    busy, ours = machine_busy_s(), processes_cpu_s(pids)
+    if busy is None or ours is None:
+        return None
+    time.sleep(window_s)
+    busy_after, ours_after = machine_busy_s(), processes_cpu_s(pids)
+    if busy_after is None or ours_after is None:
+        return None
+    return max(0.0, (busy_after - busy) - (ours_after - ours)) / window_s
 
 
 def probe(device, samples: int = 3) -> list[float]:

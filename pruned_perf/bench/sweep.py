@@ -11,59 +11,17 @@ from pathlib import Path
 
 import torch
 
-from pruned_perf.bench.measure import free_memory
+from pruned_perf.bench.calls import free_memory
 from pruned_perf.core.errors import UserError
 from pruned_perf.llama.models import model_name
 from pruned_perf.pruning.methods import get_method
 from pruned_perf.pruning.variants import Profile, Variant, load_variant, saved_plan, variant_fields
-from pruned_perf.core.schema import BACKENDS, Point, check_seconds
+from pruned_perf.core.schema import BACKENDS, Point
 
 
 # A timed round lasts at least this long (several calls of a short point): see
-# pruned_perf.bench.measure.calls_per_round for why.
+# pruned_perf.bench.rounds.calls_per_round for why.
 DEFAULT_MIN_ROUND_S = 1.0
-
-
-def parse_ints(text: str | None, what: str) -> tuple[int, ...] | None:
-    """'1,8,16' -> (1, 8, 16); None stays None (the profile's values)."""
-    if text is None:
-        return None
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise UserError(f"{what} must be comma-separated positive integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise UserError(f"{what} must be comma-separated positive integers, got {text!r}")
-    return values
-
-
-def parse_seconds(text: str | None, what: str) -> float | None:
-    """'0.5' -> 0.5 (seconds, 0 or more); None stays None (the default)."""
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(f"{what} must be a finite number of seconds >= 0, got {text!r}") from None
-    check_seconds(what, value)
-    return value
-
-
-def parse_names(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'2/4' -> (2, 4): the second of four shards (1-based, as CI matrices count)."""
-    if text is None:
-        return None
-    try:
-        index, count = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--pp-shard must look like I/N (e.g. 1/4), got {text!r}") from None
-    if not 1 <= index <= count:
-        raise UserError(f"--pp-shard {text!r}: I must lie in 1..{count} (N = {count})")
-    return index, count
 
 
 def select_variants(profile: Profile, models=None, methods=None) -> list[Variant]:

@@ -4,8 +4,10 @@ Each run appends a header line `{"run": ID, "meta": {...}}` (what machine_info.p
 the results JSON, less the session's outcome, which only the end knows) before its first point, then
 one line per finished point: `{"run": ID, "nodeid": ..., <the point's fields>}`. An A/B run also logs
 every pair of rounds as it is measured, before its point: `{"run": ID, "nodeid": ..., "ab_pair": {...},
-"point": ID}` (pruned_perf.analysis.paired.Pair). Each line is flushed and synced at once, so a crash
-loses no finished point or pair; a last line cut short is skipped on reading.
+"point": ID}` (pruned_perf.core.ab_schema.Pair), and each point's A/B once it ends, measured or not:
+`{"run": ID, "nodeid": ..., "ab_point": {...}}` (pruned_perf.analysis.ab.ABPoint). Each line is flushed
+and synced at once, so a crash loses no finished point or pair; a last line cut short is skipped on
+reading.
 """
 from __future__ import annotations
 
@@ -25,9 +27,14 @@ class PointLog:
         self._write({"run": self.run, "nodeid": nodeid, **measurement.to_dict()})
 
     def append_pair(self, pair, point_id: str, nodeid: str) -> None:
-        """Log one finished A/B pair of rounds (a paired.Pair) of point `point_id`."""
+        """Log one finished A/B pair of rounds (an ab_schema.Pair) of point `point_id`."""
         self._header()
         self._write({"run": self.run, "nodeid": nodeid, "point": point_id, "ab_pair": pair.to_dict()})
+
+    def append_ab_point(self, record, nodeid: str) -> None:
+        """Log one point's A/B (an analysis.ab.ABPoint), measured or not."""
+        self._header()
+        self._write({"run": self.run, "nodeid": nodeid, "ab_point": record.to_dict()})
 
     def _header(self) -> None:
         if not self._header_written:
@@ -56,8 +63,8 @@ def read_records(path: str | Path) -> list[dict]:
 
 
 def is_point(record: dict) -> bool:
-    """A point's line: not a run's header, nor an A/B pair."""
-    return "meta" not in record and "ab_pair" not in record
+    """A point's line: not a run's header, nor an A/B pair or point."""
+    return not {"meta", "ab_pair", "ab_point"} & set(record)
 
 
 def read_log(path: str | Path) -> list[dict]:

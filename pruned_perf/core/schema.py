@@ -115,12 +115,12 @@ STRINGS = Check(lambda v: isinstance(v, list) and all(isinstance(x, str) for x i
 
 
 def checked(check: Check, *, measured: Check | None = None, record: type | None = None,
-            records: type | None = None, **kwargs):
+            records: type | None = None, items: type | None = None, **kwargs):
     """A dataclass field whose value `from_dict` checks: `check` always, `measured` instead on a point that
-    did not run out of memory; `record` (or `records`, an object of them by name) is a nested record,
-    built with its own from_dict."""
-    return field(metadata={"check": check, "measured": measured, "record": record, "records": records},
-                 **kwargs)
+    did not run out of memory; `record` is a nested record, `records` an object of them by name, `items` a
+    list of them (a tuple once read), each built with its own from_dict."""
+    return field(metadata={"check": check, "measured": measured, "record": record, "records": records,
+                           "items": items}, **kwargs)
 
 
 def fields_from_dict(cls, data, where: str, measured: bool = True) -> dict:
@@ -144,8 +144,19 @@ def fields_from_dict(cls, data, where: str, measured: bool = True) -> dict:
         elif f.metadata.get("records") is not None:
             value = {name: f.metadata["records"].from_dict(item, f"{where}.{f.name}.{name}")
                      for name, item in value.items()}
+        elif f.metadata.get("items") is not None:
+            value = tuple(f.metadata["items"].from_dict(item, f"{where}.{f.name}[{i}]") for i, item in enumerate(value))
         values[f.name] = value
     return values
+
+
+def check_fields(record, where: str) -> None:
+    """Every plain field of a record built in code (not read) checked as `from_dict` would check it: a
+    record's __post_init__ calls this, so that a bad value fails where it is made."""
+    for f in dataclasses.fields(record):
+        check = f.metadata.get("check")
+        if check is not None and not any(f.metadata.get(k) for k in ("record", "records", "items")):
+            check.require(f"{where}: {f.name}", getattr(record, f.name))
 
 
 def check_positive_int(what: str, value) -> None:
@@ -206,7 +217,7 @@ class Measurement:
     itl_p90_s: float | None = _optional()
     itl_max_s: float | None = _optional()
     peak_mem_bytes: int | None = _optional()
-    # generate calls per timed round (pruned_perf.bench.measure.calls_per_round); every *_rounds_s time
+    # generate calls per timed round (pruned_perf.bench.rounds.calls_per_round); every *_rounds_s time
     # is per call: the round's mean (TTFT: its median call's, at most the round's time per call)
     calls_per_round: int = checked(POSITIVE_INT, default=1)
     rounds_s: list = _rounds(ROUNDS, measured=MEASURED_ROUNDS)
@@ -224,6 +235,10 @@ class Measurement:
     # (pruned_perf.bench.steadiness.others_cpu_s); empty / None where the OS does not say
     others_cpu_rounds_s: list = _rounds()
     others_cpu_frac: float | None = _optional()
+    # in an A/B, CPU seconds that the other side's worker and the driver used during each round (what the
+    # other side spilled into this one; others_cpu leaves them out), and the median per second of round
+    peer_cpu_rounds_s: list = _rounds()
+    peer_cpu_frac: float | None = _optional()
     # filled in over a whole run (pruned_perf.analysis.speedups.add_speedups): the dense point is another point
     speedup_vs_dense: float | None = _optional()
     speedup_rounds: list = _rounds()
@@ -305,9 +320,15 @@ class Fingerprint(Record):
 
 @dataclass(frozen=True)
 class SessionOutcome(Record):
-    """How the run's session ended: the node ids of the tests that failed or errored."""
+    """How the run's session ended: the node ids of the tests that failed or errored, and whether Ctrl-C
+    ended it (its results are then what ran before)."""
 
     failed: list = checked(STRINGS, default_factory=list)
+    interrupted: bool = checked(FLAG, default=False)
+
+    def to_dict(self) -> dict:
+        """As the file holds it: `interrupted` only where it is true."""
+        return {"failed": list(self.failed), **({"interrupted": True} if self.interrupted else {})}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -331,13 +352,17 @@ class RunMeta(Record):
     def failed(self) -> list[str]:
         return list(self.session.failed) if self.session is not None else []
 
+    @property
+    def interrupted(self) -> bool:
+        return self.session is not None and self.session.interrupted
+
     @classmethod
     def from_dict(cls, data, where: str = "machine_info.pruned_perf") -> "RunMeta":
         return super().from_dict(data, where)
 
     def to_dict(self) -> dict:
         """As the file holds it: a run id and a session outcome only where known."""
-        data = super().to_dict()
+        data = {**super().to_dict(), "session": self.session.to_dict() if self.session is not None else None}
         return {k: v for k, v in data.items() if not (k in ("run_id", "session") and v is None)}
 
 

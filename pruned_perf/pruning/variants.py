@@ -288,6 +288,23 @@ def variant_quality(variant: Variant, model, plan: PrunePlan, device: torch.devi
     return quality
 
 
+def variant_cached(variant: Variant, device: torch.device, dtype: torch.dtype, cache_dir: str | Path) -> bool:
+    """Whether building `variant` and scoring it would only read the cache: its plan and, for a model with
+    a tokenizer, its held-out perplexity are there. A directory saved by `pruned-perf prune` is not
+    checked here (False: building it says)."""
+    if saved_plan(variant.model) is not None:
+        return False
+    scoring = planning_dtype(variant, device, dtype)
+    plan_path = Path(cache_dir) / f"{plan_key(variant, scoring, device)}.json"
+    if not plan_path.is_file():
+        return False
+    if load_tokenizer(variant.model) is None:
+        return True
+    plan = load_plan(plan_path, with_means=False)
+    settings = quality_settings(variant, model_config(variant.model))
+    return _quality_path(variant, plan, device, dtype, settings, cache_dir).is_file()
+
+
 def variant_fields(variant: Variant, model, plan: PrunePlan, device: torch.device, dtype: torch.dtype,
                    cache_dir: str | Path | None = None) -> dict:
     """The Measurement fields every point of a variant shares."""
