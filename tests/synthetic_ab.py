@@ -15,7 +15,8 @@ import random
 from dataclasses import dataclass
 
 from pruned_perf.analysis import paired
-from pruned_perf.analysis.ab import ABSettings, PointAB, contended
+from pruned_perf.analysis.ab import ABSettings, PointAB
+from pruned_perf.analysis.ab_schedule import run_pairs
 from pruned_perf.core.ab_schema import BASE, HEAD, Pair, SideRound
 from pruned_perf.core.schema import Measurement
 
@@ -85,24 +86,15 @@ def machine_pairs(rng: random.Random, n: int, machine: Machine = Machine()) -> l
 
 def run_point(rng: random.Random, settings: ABSettings, family: int, machine: Machine = Machine(),
               base: Measurement | None = None, head: Measurement | None = None, device: str = "cpu") -> PointAB:
-    """One point as the A/B driver (pruned_perf.bench.ab) runs it: the first pair's order at random, then
-    alternating over clean pairs (a contended pair is run again in the same order), judged at each look
-    of clean pairs and after every contended pair (to stop a busy point), until settled."""
-    run, pairs, clean = Run(rng, machine), [], 0
+    """One point as the A/B driver runs it (pruned_perf.analysis.ab_schedule, the driver's own loop): the
+    first pair's order at random (base always first if the machine's order is fixed), then judged once
+    more with no more pairs to come."""
+    run, pairs = Run(rng, machine), []
     first = rng.choice((BASE, HEAD)) if machine.order == "alternate" else BASE
-    looks = paired.look_sizes(settings, family)
-    while True:
-        order = first if machine.order == "fixed" or clean % 2 == 0 else (HEAD if first == BASE else BASE)
-        pair = run.pair(order)
-        pairs.append(pair)
-        hit = device == "cpu" and contended(pair, settings.others_tolerance)
-        clean += not hit
-        if not hit and clean not in looks:
-            continue
-        final = clean >= settings.max_pairs
-        ab = paired.judge(pairs, base, head, settings=settings, family=family, final=final, device=device)
-        if (hit and ab.busy) or (not hit and paired.settled(ab, settings)):
-            return ab
+    next_pair = run.pair if machine.order == "alternate" else (lambda _first: run.pair(BASE))
+    end = run_pairs(pairs, next_pair, first, settings, family, device)
+    return paired.judge(pairs, base, head, settings=settings, family=family, final=True, device=device,
+                        busy=end.busy)
 
 
 def worker(role: str, **changes) -> dict:

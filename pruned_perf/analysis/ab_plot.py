@@ -37,13 +37,25 @@ def draw_forest(ax, record: ABRecord) -> None:
                 highs.append(drawn[1])
         ax.text(1.005, y, f"{point.status} ({len(point.ab.pairs)} pairs)", transform=ax.get_yaxis_transform(),
                 va="center", fontsize=7, color=color)
-    ax.set_xscale("log")
-    ax.set_xlim(min(lows) / 1.01, max(highs) * 1.01)
+    _ratio_axis(ax, min(lows) / 1.01, max(highs) * 1.01)
     ax.set_ylim(-1, len(points))
     ax.set_yticks(range(len(points)), [p.id for p in reversed(points)], fontsize=7)
     ax.set_xlabel("new / base (latency o, TTFT \u25c7; bars: the interval that decided)")
     ax.set_title("What the A/B decided: shaded, within the threshold; dashed, the bias floor", fontsize=9)
     ax.grid(True, axis="x", alpha=0.3)
+
+
+def _ratio_axis(ax, low: float, high: float) -> None:
+    """A log axis of ratios with plain ticks (0.8, 1, 1.25), a few per doubling."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    ticks = [t for t in (0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2, 3, 4)
+             if low <= t <= high]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
 
 
 def _draw_band(ax, threshold: float, floor: float) -> tuple[list, list]:

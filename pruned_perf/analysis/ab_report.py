@@ -78,7 +78,7 @@ class ABJudgement(Judgement):
         bases = [p.base for p in self.record.points if p.base is not None]
         if not bases:
             return None
-        raw = {"machine_info": {"pruned_perf": self.results.meta.to_dict()},
+        raw = {"machine_info": {"pruned_perf": self.results.meta.to_dict()}, "datetime": self.results.datetime,
                "benchmarks": [{"name": m.id, "extra_info": m.to_dict()} for m in bases]}
         return results_from_dict(raw, f"{self.results.path} (base side)")
 

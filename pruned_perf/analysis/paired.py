@@ -144,7 +144,8 @@ def _pairs_to_settle(d: list, est: float, bound: float, floor: float, tail: floa
     threshold (or, beyond it, within the bias floor), where no number of pairs settles it."""
     if len(d) < 2:
         return None
-    sd = statistics.stdev(d) * math.sqrt(math.pi / 3)
+    mean = sum(d) / len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) * math.pi / 3)
     if sd == 0:
         return len(d)
     gap = abs(est) - bound

@@ -4,28 +4,30 @@ Torch-free (numpy). A series is one point's one timing metric over the runs, one
 first; the grid is every series of one call. The method (docs/history-steps.md; the simulation in
 tests/test_steps.py chose it and its defaults):
 
-1. Log values. The scale of a series is the spread from one run to the next: the MAD of its first
-   differences over `scale_span` values about the position, so it ignores steps and stays local.
-2. Despike: every value is clipped to within `clip` scales of the median of itself and its two
-   neighbours. One bad night is pulled back to its neighbours, while a step (two runs or more at the
-   new level) passes untouched: a median of three keeps edges.
-3. Windowed binary segmentation: a split at a position compares the mean of up to `window` values
-   before it with up to `window` after it, both within the segment; each segment splits at its most
-   significant candidate while that is significant at `fdr` alone. The tail (fewer than `settle`
-   values after the position) is searched as a hypothesis of its own, so the few positions a new step
-   can take pay a small correction for the search, not the whole history's. The p of a candidate is
-   Bonferroni over the positions its search covered (t with the scale's effective degrees of freedom).
-4. Every split is tested again between its neighbours; those no longer significant are dropped.
-5. Benjamini-Hochberg over all hypotheses of the grid (every split and every segment's best
-   non-split), so false discoveries are controlled across the grid; reported are the splits it keeps
-   whose estimate is beyond the threshold. Close splits of one direction whose transition a ramp fits
-   better than steps are one `gradual` change.
+1. Log values. A series' scale is its spread from one run to the next: the winsorized mean square of
+   its first differences over `scale_span` values about each position (steps barely count).
+2. Despike: each value is clipped to within `clip` scales of the median of the five values about it,
+   the last two of a series to the median of the three nearest. One or two wild nights inside a
+   series are pulled back to their neighbours; a step passes (medians keep edges), and at the end a
+   new level of two runs stands until the runs after it say otherwise.
+3. Windowed binary segmentation: a split compares the means of up to `window` values on each side
+   within its segment (Student's t with the scale's degrees of freedom). Where a side has fewer than
+   `settle` values, its p is that of all its values but (k - 1) // 3 lying beyond the other side's
+   mean, allowing for the scale's and that mean's errors and for the grid's share of wild values: one
+   wild value cannot make a short side a step. Each segment splits at its strongest candidate that is
+   significant at `fdr` alone, Bonferroni over the positions searched; the tail (positions with fewer
+   than `settle` values after them) is searched apart, so a new step pays for a few positions, not
+   for the whole history. Every split is then tested again between its neighbours.
+4. Benjamini-Hochberg across the grid, the tail's hypotheses and the history's apart (each at `fdr`):
+   the splits kept whose estimate is beyond the threshold are steps, their commit range widened to
+   every position that fits about as well; close splits of one direction that a ramp fits better are
+   one `gradual` change.
 """
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from statistics import NormalDist
 from typing import Mapping, Sequence
 
@@ -65,7 +67,7 @@ class StepSettings:
     settle: int = 6  # a step with fewer values after it is `at_end`, tested as the tail
     window: int = 30  # values on each side that a split compares
     clip: float = 2.5  # despiking: scales a value may lie from the median of it and its neighbours
-    gradual_span: int = 12  # most runs a `gradual` change may spread over
+    gradual_span: int = 10  # most runs a `gradual` change may spread over
     scale_span: int = 66  # values whose first differences give the local scale
 
     def __post_init__(self):
@@ -88,7 +90,7 @@ class StepSettings:
     @property
     def lookback(self) -> int:
         """Runs `steps_at_end` reads: the tail's reference window and the scale's span before it."""
-        return max(self.scale_span + 1, 2 * self.window + self.settle)
+        return max(self.scale_span, 2 * self.window + self.settle)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Found:
-    """Steps found in a 2-D array of log values (rows: series, columns: runs): the array form."""
+    """Steps found in a 2-D array of values (rows: series, columns: runs): the array form."""
 
     row: np.ndarray  # int, the series
     before: np.ndarray  # int, run index of the last value at the old level
@@ -121,9 +123,6 @@ class Found:
     q_value: np.ndarray
     gradual: np.ndarray  # bool
     at_end: np.ndarray  # bool
-
-    def __len__(self) -> int:
-        return len(self.row)
 
 
 # ---- the public functions ----
@@ -148,8 +147,8 @@ def steps_at_end(series: Mapping[str, Sequence[float | None]], env: Sequence[str
     keys, values = _checked(series, env)
     start = max(0, values.shape[1] - settings.lookback)
     found = find_array(values[:, start:], settings)
-    tail = [Step(s.series, s.before + start, s.at + start, *_rest(s)) for s in _steps(keys, found, env[start:])]
-    return [s for s in tail if s.at_end]
+    return [replace(s, before=s.before + start, at=s.at + start) for s in _steps(keys, found, env[start:])
+            if s.at_end]
 
 
 def find_array(values: np.ndarray, settings: StepSettings = StepSettings(),
@@ -232,24 +231,32 @@ def _local_scale(x: np.ndarray, start: np.ndarray, span: int):
     d = np.diff(x, axis=1)  # column i: x[i+1] - x[i]; NaN before a row's values
     width = min(span - 1, cols - 1)
     first = np.minimum(_starts(start), cols - 1)
+    if width == cols - 1 and first.shape[0] == 1 and first[0, 0] == 0:  # one window: each whole row
+        mean_square = _winsorized(d, _row_medians(np.abs(d))[:, None]).mean(axis=1, keepdims=True)
+        return np.broadcast_to(_scale(mean_square), x.shape), np.full(x.shape, SCALE_EFFICIENCY * width)
     lo, hi = _diff_window(np.arange(cols)[None, :], first, cols, width)
     centre_lo, _ = _diff_window(np.arange(cols - 1)[None, :], first, cols, width)
     windows = np.lib.stride_tricks.sliding_window_view(np.abs(d), width, axis=1)
-    half = (width - 1) // 2
-    parts = np.partition(windows, (half, width // 2), axis=2)
-    medians = (parts[..., half] + parts[..., width // 2]) / 2  # NaN for windows reaching before a row's values
-    mad = _gather(medians, np.minimum(centre_lo, cols - width - 1) if centre_lo.shape[0] == 1
-                  else np.broadcast_to(np.minimum(centre_lo, cols - width - 1), d.shape))
+    parts = np.partition(windows, ((width - 1) // 2, width // 2), axis=2)
+    medians = (parts[..., (width - 1) // 2] + parts[..., width // 2]) / 2  # NaN where a window reaches no values
+    mad = _gather(medians, np.broadcast_to(np.minimum(centre_lo, cols - width - 1), (centre_lo.shape[0], cols - 1)))
     short = np.isnan(mad).any(axis=1)  # rows with fewer differences than the span: all of them
     if short.any():
         mad[short] = _row_medians(np.abs(d[short]))[:, None]
-    limit = (WINSOR * 1.4826 * mad) ** 2
-    squares = np.where(np.isfinite(d), np.minimum(np.nan_to_num(d) ** 2, limit), 0.0)
-    sums = np.concatenate([np.zeros((rows, 1)), np.cumsum(squares, axis=1)], axis=1)
+    sums = np.concatenate([np.zeros((rows, 1)), np.cumsum(_winsorized(d, mad), axis=1)], axis=1)
     n = np.maximum(hi - lo, 1)
-    mean_square = (_gather(sums, hi) - _gather(sums, lo)) / n
-    scale = np.maximum(np.sqrt(mean_square / (2 * WINSOR_FACTOR)), SCALE_FLOOR)
-    return scale, np.broadcast_to(SCALE_EFFICIENCY * n, x.shape)
+    return _scale((_gather(sums, hi) - _gather(sums, lo)) / n), np.broadcast_to(SCALE_EFFICIENCY * n, x.shape)
+
+
+def _winsorized(d: np.ndarray, mad: np.ndarray) -> np.ndarray:
+    """Squared differences, each at most (WINSOR robust SDs)^2; 0 where a difference is missing."""
+    return np.where(np.isfinite(d), np.minimum(np.nan_to_num(d) ** 2, (WINSOR * 1.4826 * mad) ** 2), 0.0)
+
+
+def _scale(mean_square: np.ndarray) -> np.ndarray:
+    """The SD of one value from the winsorized mean square of first differences (each has twice its
+    variance), at least SCALE_FLOOR."""
+    return np.maximum(np.sqrt(mean_square / (2 * WINSOR_FACTOR)), SCALE_FLOOR)
 
 
 def _diff_window(centre: np.ndarray, first: np.ndarray, cols: int, width: int):
@@ -261,6 +268,8 @@ def _diff_window(centre: np.ndarray, first: np.ndarray, cols: int, width: int):
 
 def _row_medians(d: np.ndarray) -> np.ndarray:
     """Median of each row's non-NaN values (NaN sorts last); NaN for a row without any."""
+    if not np.isnan(d).any():
+        return np.median(d, axis=1)
     n = np.isfinite(d).sum(axis=1)
     s = np.sort(d, axis=1)
     idx = np.arange(len(d))
@@ -278,6 +287,12 @@ def _median3(a, b, c):
     return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
 
 
+def _median5(a, b, c, d, e):
+    """Elementwise median of five arrays (a comparison network: the median of c, the larger of the
+    minima of (a, b) and (d, e), and the smaller of their maxima)."""
+    return _median3(c, np.maximum(np.minimum(a, b), np.minimum(d, e)), np.minimum(np.maximum(a, b), np.maximum(d, e)))
+
+
 def _despike(x: np.ndarray, start: np.ndarray, scale: np.ndarray, clip: float) -> np.ndarray:
     """Clip every value to within `clip` scales of the median of the five values about it (the five
     nearest within the row); then the last two values of a row, to within `clip` scales of the median
@@ -290,13 +305,11 @@ def _despike(x: np.ndarray, start: np.ndarray, scale: np.ndarray, clip: float) -
         return x, np.zeros(rows), np.zeros(rows)
     first = _starts(start)
     if first.shape[0] == 1 and first[0, 0] == 0:  # every row full: shifted views, the edges copied in
-        a, b, c, d, e = (x[:, k:cols - 4 + k] for k in range(5))
-        med = _median3(c, np.maximum(np.minimum(a, b), np.minimum(d, e)), np.minimum(np.maximum(a, b), np.maximum(d, e)))
+        med = _median5(*(x[:, k:cols - 4 + k] for k in range(5)))
         med = np.concatenate([med[:, :1], med[:, :1], med, med[:, -1:], med[:, -1:]], axis=1)
     else:
         centre = np.clip(np.arange(cols)[None, :], first + 2, cols - 3)
-        a, b, c, d, e = (_gather(x, np.clip(centre + k, 0, cols - 1)) for k in range(-2, 3))
-        med = _median3(c, np.maximum(np.minimum(a, b), np.minimum(d, e)), np.minimum(np.maximum(a, b), np.maximum(d, e)))
+        med = _median5(*(_gather(x, np.clip(centre + k, 0, cols - 1)) for k in range(-2, 3)))
     inner = ((cols - start >= 5)[:, None]) & (np.arange(cols) < cols - 2)[None, :]
     out = np.where(inner, np.clip(x, med - clip * scale, med + clip * scale), x)
     wild = inner & (np.abs(x - med) > WILD * scale)
@@ -374,7 +387,8 @@ def _log_binomial_tail(log_q: np.ndarray, k: np.ndarray, a: np.ndarray) -> np.nd
     total = np.zeros(q.shape)
     for i in range(int(a.min()) if a.size else 0, top_k + 1):
         use = (i >= a) & (i <= k)
-        total += np.where(use, combs[k.astype(int), i] * q ** np.maximum(i - a, 0) * (1 - q) ** np.maximum(k - i, 0), 0.0)
+        term = combs[k.astype(int), i] * q ** np.maximum(i - a, 0) * (1 - q) ** np.maximum(k - i, 0)
+        total += np.where(use, term, 0.0)
     return a * log_q + np.log(total)
 
 
@@ -388,8 +402,7 @@ class _Tests:
     col: np.ndarray
     delta: np.ndarray  # mean after - mean before (despiked logs)
     se: np.ndarray  # its standard error
-    p: np.ndarray  # Bonferroni over `searched` positions
-    searched: np.ndarray
+    p: np.ndarray  # Bonferroni over the positions searched
 
 
 class _Grid:
@@ -426,8 +439,8 @@ class _Grid:
     def _log_p(self, row, col, prev, nxt, limit):
         """The split at (row, col) between its segment's bounds: the difference of the means of up to
         `window` values after and before it, its standard error, and the log of its two-sided p at
-        this one position. Where a side has fewer than `settle` values, the p is that of its middle
-        value (`_short_side`): one wild value on a short side cannot make a step."""
+        this one position (only p below exp(`limit`) in full). Where a side has fewer than `settle`
+        values, the p is `_short_side`'s."""
         settle = self.s.settle
         t, (before, after, n1, n2) = self._means(row, col, prev, nxt)
         delta, se = after - before, self.scale[row, col] * np.sqrt(1 / n1 + 1 / n2)
@@ -455,8 +468,8 @@ class _Grid:
         misses = (k - 1) // 3
         idx = np.arange(len(k))
         u = np.maximum(z[idx, misses], -z[idx, k - 1 - misses])
-        # Exact enough only where it can matter: the scale and reference known, a p is smaller (the
-        # tail is convex there), so one that is large already stays large.
+        # First with the scale and the reference mean taken as known, which gives a smaller p (the
+        # tail is convex there); only where that one could count is the full p computed.
         wild = self.wild[row]
         log_q = np.log(np.minimum(np.exp(_log_erfc(u / math.sqrt(2)) - math.log(2)) + wild, 1.0))
         log_p = math.log(2) + _log_binomial_tail(log_q, k, k - misses)
@@ -471,7 +484,7 @@ class _Grid:
         can be significant (up to twice `fdr`)."""
         limit = np.log(2 * self.s.fdr / searched)
         delta, se, log_p = self._log_p(row, col, prev, nxt, limit)
-        return _Tests(row, col, delta, se, np.minimum(1.0, searched * np.exp(log_p)), searched)
+        return _Tests(row, col, delta, se, np.minimum(1.0, searched * np.exp(log_p)))
 
     def scan(self, rows) -> tuple[_Tests, np.ndarray]:
         """Each segment's best candidate in the history zone and in the tail zone of `rows`,
@@ -588,14 +601,14 @@ class _Grid:
         kept = q <= self.s.fdr
         near_end = splits.col >= self.first_tail - self.s.gradual_span  # a change ending here can be at_end
         rows = np.unique(splits.row[kept & near_end] if tail_only else splits.row[kept])
-        order = np.flatnonzero(kept & np.isin(splits.row, rows))
+        order = np.flatnonzero(np.isin(splits.row, rows))
         order = order[np.lexsort((splits.col[order], splits.row[order]))]
         out = []
         for mine in np.split(order, np.flatnonzero(np.diff(splits.row[order])) + 1) if len(order) else []:
             r = int(splits.row[mine[0]])
             for group in self._groups(splits, mine):
-                if not tail_only or near_end[group[-1]]:
-                    out += self._change(splits, q, group, r, tail_only)
+                if kept[group].any() and (not tail_only or near_end[group[-1]]):
+                    out += self._change(splits, q, kept, group, r, tail_only)
         if not out:
             return Found(*(np.zeros(0, int),) * 3, *(np.zeros(0),) * 4, *(np.zeros(0, bool),) * 2)
         row, before, at, delta, half, p, qv, gradual, at_end = map(np.array, zip(*out))
@@ -604,7 +617,7 @@ class _Grid:
                      gradual.astype(bool), at_end.astype(bool))
 
     def _groups(self, splits: _Tests, mine: np.ndarray) -> list[list[int]]:
-        """The row's kept splits (`mine`, by column) in runs of one direction whose gaps are within
+        """The row's splits (`mine`, by column) in runs of one direction whose gaps are within
         `gradual_span`."""
         groups: list[list[int]] = []
         for i in mine:
@@ -616,24 +629,24 @@ class _Grid:
                 groups.append([i])
         return groups
 
-    def _change(self, splits: _Tests, q, group: list[int], r: int, tail_only: bool) -> list[tuple]:
+    def _change(self, splits: _Tests, q, kept, group: list[int], r: int, tail_only: bool) -> list[tuple]:
         """The reported changes of a group of splits, each (row, column before, column at, log ratio,
         CI half width, p, q, gradual, at_end): one gradual change where a ramp fits the group better
         than its steps and none of its runs moves beyond the threshold while the whole does, else every
-        split beyond the threshold (`tail_only`: only the at_end ones)."""
+        `kept` split beyond the threshold (`tail_only`: only the at_end ones)."""
         bound, settle = math.log1p(self.s.threshold), self.s.settle
         level = t_quantile(CI_LEVEL, float(self.df[r, splits.col[group[0]]]))
         others = np.flatnonzero(self.splits[r])
         ramp = self._ramp(splits, group, r, others)
         if ramp is not None:
             s, e, delta, se = ramp
-            if abs(delta) >= bound and abs(delta) / (e - s) < bound:
-                at_end = self.cols - e < settle
-                return [(r, s, e, delta, level * se, splits.p[group].min(), q[group].min(), True, at_end)
-                        ] if at_end or not tail_only else []
-        return [(r, *self._location(r, splits.col[i], others), splits.delta[i], level * splits.se[i], splits.p[i], q[i],
-                 False, self.cols - splits.col[i] < settle)
-                for i in group if abs(splits.delta[i]) >= bound
+            at_end = self.cols - e < settle
+            mine = [i for i in group if kept[i]]
+            return [(r, s, e, delta, level * se, splits.p[mine].min(), q[mine].min(), True, at_end)
+                    ] if at_end or not tail_only else []
+        return [(r, *self._location(r, splits.col[i], others), splits.delta[i], level * splits.se[i],
+                 splits.p[i], q[i], False, self.cols - splits.col[i] < settle)
+                for i in group if kept[i] and abs(splits.delta[i]) >= bound
                 and (self.cols - splits.col[i] < settle or not tail_only)]
 
     def _location(self, r: int, c: int, others: np.ndarray) -> tuple[int, int]:
@@ -656,9 +669,10 @@ class _Grid:
         return lo, min(int(others[others > last].min(initial=self.cols)), last + self.s.window)
 
     def _ramp(self, splits: _Tests, group: list[int], r: int, others: np.ndarray):
-        """The best ramp (old level up to column s, a straight line, new level from column e on,
-        2 <= e - s <= gradual_span) over the group's stretch, if it beats the group's steps by the
-        Bayesian information criterion (known scale): (s, e, log ratio, its standard error) or None."""
+        """The best gradual ramp (old level up to column s, a straight line, new level from column e
+        on, 2 <= e - s <= gradual_span, the whole beyond the threshold but no run's share of it) over
+        the group's stretch, if it beats the group's steps by the Bayesian information criterion
+        (known scale): (s, e, log ratio, its standard error) or None."""
         first, cols = splits.col[group[0]], splits.col[group]
         lo, hi = self._stretch(r, first, cols[-1], others)
         y = self.x[r, lo:hi]
@@ -667,15 +681,18 @@ class _Grid:
         if not len(s):
             return None
         p0 = np.concatenate([[0.0], np.cumsum(y)])
-        a, b, rss = _ramp_fits(y, p0, s, e)
-        best = int(np.argmin(rss))
+        a, b, rss, var = _ramp_fits(y, p0, s, e)
+        bound = math.log1p(self.s.threshold)
+        gradual = (np.abs(b - a) >= bound) & (np.abs(b - a) < bound * (e - s))  # no run beyond, the whole is
+        if not gradual.any():
+            return None
+        best = int(np.flatnonzero(gradual)[np.argmin(rss[gradual])])
         cuts = np.concatenate([[0], cols - lo, [n]])
         steps_rss = (y * y).sum() - (np.diff(p0[cuts]) ** 2 / np.diff(cuts)).sum()
         sigma2 = self.scale[r, first] ** 2
         if rss[best] / sigma2 + 4 * math.log(n) >= steps_rss / sigma2 + (2 * len(group) + 1) * math.log(n):
             return None
-        se = self.scale[r, first] * math.sqrt(1 / (s[best] + 1) + 1 / (n - e[best]))
-        return lo + s[best], lo + e[best], b[best] - a[best], se
+        return lo + s[best], lo + e[best], b[best] - a[best], self.scale[r, first] * math.sqrt(var[best])
 
 
 @functools.lru_cache(maxsize=256)
@@ -689,7 +706,8 @@ def _ramp_pairs(n: int, m: int, longest: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _ramp_fits(y: np.ndarray, p0: np.ndarray, s: np.ndarray, e: np.ndarray):
     """Least squares of y = a (1 - f) + b f with f = 0 up to index s, 1 from e on and a straight line
-    between, for every pair (s, e): (a, b, residual sum of squares), from prefix sums (p0 of y)."""
+    between, for every pair (s, e): (a, b, residual sum of squares, the variance of b - a in units of
+    one value's), from prefix sums (p0 of y)."""
     n = len(y)
     p1 = np.concatenate([[0.0], np.cumsum(np.arange(n) * y)])
     span = (e - s).astype(float)
@@ -707,22 +725,21 @@ def _ramp_fits(y: np.ndarray, p0: np.ndarray, s: np.ndarray, e: np.ndarray):
     det = sgg * sff - sgf * sgf
     a = (syg * sff - syf * sgf) / det
     b = (syf * sgg - syg * sgf) / det
-    return a, b, (y * y).sum() - a * syg - b * syf
+    return a, b, (y * y).sum() - a * syg - b * syf, (sff + sgg + 2 * sgf) / det
 
 
 def _empty() -> _Tests:
-    return _Tests(*(np.zeros(0, int),) * 2, *(np.zeros(0),) * 3, np.zeros(0, int))
+    return _Tests(*(np.zeros(0, int),) * 2, *(np.zeros(0),) * 3)
 
 
 def _select(tests: _Tests, keep: np.ndarray) -> _Tests:
-    return _Tests(*(getattr(tests, f)[keep] for f in ("row", "col", "delta", "se", "p", "searched")))
+    return _Tests(*(getattr(tests, f.name)[keep] for f in fields(_Tests)))
 
 
 def _concat(parts: list[_Tests]) -> _Tests:
     if not parts:
         return _empty()
-    return _Tests(*(np.concatenate([getattr(t, f) for t in parts])
-                    for f in ("row", "col", "delta", "se", "p", "searched")))
+    return _Tests(*(np.concatenate([getattr(t, f.name) for t in parts]) for f in fields(_Tests)))
 
 
 def benjamini_hochberg(p: np.ndarray, families: np.ndarray) -> np.ndarray:
@@ -738,11 +755,6 @@ def benjamini_hochberg(p: np.ndarray, families: np.ndarray) -> np.ndarray:
     return q
 
 
-def _rest(step: Step) -> tuple:
-    return (step.ratio, step.ci_low, step.ci_high, step.p_value, step.q_value, step.kind, step.env_change,
-            step.at_end)
-
-
 def _steps(keys: list[str], found: Found, env: Sequence[str]) -> list[Step]:
     """The array form's steps as records, with the environment changes within each one's range."""
     changed = np.r_[0, np.cumsum([a != b for a, b in zip(env[:-1], env[1:])])]
@@ -751,4 +763,5 @@ def _steps(keys: list[str], found: Found, env: Sequence[str]) -> list[Step]:
            for r, b, a, d, h, p, q, g, e in zip(found.row, found.before, found.at, found.log_ratio,
                                                 found.half_width, found.p_value, found.q_value, found.gradual,
                                                 found.at_end)]
-    return sorted(out, key=lambda s: (keys.index(s.series), s.at))
+    order = {key: i for i, key in enumerate(keys)}
+    return sorted(out, key=lambda s: (order[s.series], s.at))

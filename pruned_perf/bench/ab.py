@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pruned_perf.analysis.ab import ABPoint, ABRecord, ABSettings, PointAB, contended
-from pruned_perf.analysis.paired import busy_reason, judge, look_sizes, settled
+from pruned_perf.analysis.ab import ABPoint, ABRecord, ABSettings, PointAB
+from pruned_perf.analysis.ab_schedule import run_pairs
+from pruned_perf.analysis.paired import judge
 from pruned_perf.analysis.verdicts import FAILED, INCONCLUSIVE
 from pruned_perf.bench import steadiness
 from pruned_perf.bench.ab_process import HELLO_TIMEOUT_S, WorkerFailed, WorkerProcess, side_environments
@@ -221,30 +222,19 @@ class ABRun:
 
     def _pair_rounds(self, point: Point, nodeid: str, started: dict, settings: ABSettings,
                      device: str) -> tuple[set, str | None]:
-        """Pairs of rounds until the verdict settles: (the side that ran out of memory, if one did: the
-        pairs stop there; why the machine was busy, if it was)."""
+        """Pairs of rounds until the verdict settles (pruned_perf.analysis.ab_schedule): (the side that ran
+        out of memory, if one did: the pairs stop there; why the machine was busy, if it was)."""
         timeouts = self._size_rounds(started)
-        looks, clean = look_sizes(settings, self.family), 0
-        first = self._random.choice(SIDES)
-        on_cpu = self.on_cpu and device == "cpu"
-        while True:
-            order = first if clean % 2 == 0 else other_side(first)
-            pair = self._pair(order, timeouts)
-            if pair is None:
-                return {self._oom_side}, None
-            self._pairs.append(pair)
-            self.log.append_pair(pair, point.id, nodeid)
-            if on_cpu and contended(pair, settings.others_tolerance):
-                busy = busy_reason(self._pairs, settings, on_cpu) or self._wait_quiet(settings, "after a contended pair")
-                if busy:
-                    return set(), busy
-                continue
-            clean += 1
-            if clean in looks:
-                ab = judge(self._pairs, settings=settings, family=self.family, final=clean >= settings.max_pairs,
-                           device=device)
-                if settled(ab, settings):
-                    return set(), None
+
+        def next_pair(first: str) -> Pair | None:
+            pair = self._pair(first, timeouts)
+            if pair is not None:
+                self.log.append_pair(pair, point.id, nodeid)
+            return pair
+
+        end = run_pairs(self._pairs, next_pair, self._random.choice(SIDES), settings, self.family, device,
+                        wait_quiet=lambda: self._wait_quiet(settings, "after a contended pair"))
+        return ({self._oom_side} if end.out_of_memory else set()), end.busy
 
     def _size_rounds(self, started: dict) -> dict:
         """The same calls per round on both sides (the larger sizing); each side's round time limit."""

@@ -26,8 +26,8 @@ apart from load outside it (pruned_perf.bench.rounds.round_counters). End of std
 PROTOCOL changes whenever a request or answer changes meaning: the driver refuses a worker that speaks
 another.
 
-Tests only: PP_AB_TEST_FAULT=ROLE:KIND:N[:POINT][,...] makes the worker of ROLE die (exit 3), hang, or
-run out of memory (KIND = die | hang | oom) at the N-th timed round (0: at the point's start, before its
+Tests only: PP_AB_TEST_FAULT=ROLE:KIND:N[:POINT][,...] makes the worker of ROLE die (exit 3), be killed
+(SIGKILL), hang, or run out of memory (KIND = die | kill | hang | oom) at the N-th timed round (0: at the point's start, before its
 build and warm-up) of every point whose id contains POINT (of every point without it).
 """
 from __future__ import annotations
@@ -104,6 +104,9 @@ class Fault:
         print(f"ab_worker: injected fault {kind} at round {round_number} of {point_id}", file=sys.stderr, flush=True)
         if kind == "die":
             os._exit(3)
+        if kind == "kill":
+            import signal
+            os.kill(os.getpid(), signal.SIGKILL)
         if kind == "hang":
             import time
             time.sleep(3600)

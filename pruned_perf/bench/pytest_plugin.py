@@ -282,7 +282,7 @@ def pytest_report_teststatus(report, config):
     """No progress letter for a perf point's call: its own line said how it ended (pytest's summary still
     counts and lists failures and skips)."""
     if getattr(config, "_pruned_perf_points_only", False) and report.when == "call":
-        return report.outcome, "", ""
+        return report.outcome, "", report.outcome.upper()  # the word: -v's line and the short summary
     return None
 
 
