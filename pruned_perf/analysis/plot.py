@@ -8,7 +8,7 @@ red ring. The figure's title names the hardware, profile and date of the results
 
 Axis limits come from the medians only, so one slow round cannot squash the panel; the y axis is
 fitted to the data at power-of-two ticks. Point labels are placed once the layout is fixed, each at
-the first free spot around its point, so that no two labels overlap (pruned_perf.analysis.plot_labels).
+the first free spot around its point, so that no two labels overlap (pruned_perf.analysis.plot_text).
 
 matplotlib is imported inside the functions so that the CLI starts fast, and only through the
 object API with the Agg canvas, so no global backend is switched.
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import math
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 from pruned_perf.analysis.comparison import Comparison
 from pruned_perf.analysis.verdicts import NEWLY_OOM, REGRESSED
 from pruned_perf.analysis.metrics import BY_NAME
-from pruned_perf.analysis.plot_labels import POINT_SIZE, PanelMarks, place_labels
+from pruned_perf.analysis.plot_text import POINT_SIZE, TITLE_FONTSIZE, PanelMarks, figure_title, place_labels, wrap_title
 from pruned_perf.analysis.results import Results, method_rank, method_styles
 from pruned_perf.core.atomic import atomic_path
 from pruned_perf.core.errors import UserError
@@ -39,7 +38,6 @@ _AUTO_MARKERS = ("^", "v", "D", "P", "*", "<", ">")
 _SIZE_LINESTYLES = ("-", "-.", ":", (0, (5, 1, 1, 1)))
 # Marker sizes (points) beside a measured point's (plot_labels.POINT_SIZE).
 _BASEPOINT_SIZE, _RING_SIZE = 4.0, math.sqrt(160)
-TITLE_FONTSIZE = 9
 # Powers of two bracket the data with this margin (in octaves) on each side of the log2 axis.
 _Y_MARGIN_OCTAVES = 0.25
 _MAX_Y_TICKS = 10
@@ -110,58 +108,6 @@ def require_measured_points(results: Results) -> None:
     n, oom = len(points), sum(1 for p in points if p.oom)
     why = "all out of memory" if oom == n else f"{oom} out of memory, none of the others has a latency"
     raise UserError(f"{results.path}: nothing to plot: {n} point{'s' if n != 1 else ''}, {why}")
-
-
-def figure_title(results: Results, baseline: Results | None = None) -> str:
-    """Which hardware, profile and run the numbers are from (and the baseline's, if any)."""
-    title = f"{_hardware(results)} · profile {results.profile} · measured {_measured_at(results)}"
-    if baseline is None:
-        return title
-    title += f"\nbaseline measured {_measured_at(baseline)}"
-    if baseline.slug != results.slug:  # compared with --allow-mismatch: say so where the figure is seen
-        title += f" on {_hardware(baseline)}"
-    if baseline.profile != results.profile:
-        title += f", profile {baseline.profile}"
-    return title
-
-
-def wrap_title(title: str, width_in: float) -> str:
-    """Each line of title broken at " · " into lines that fit width_in inches (average glyph width)."""
-    max_chars = max(int(width_in * 72 / (TITLE_FONTSIZE * 0.6)), 20)
-    lines = []
-    for line in title.split("\n"):
-        parts = line.split(" · ")
-        current = parts[0]
-        for part in parts[1:]:
-            if len(current) + 3 + len(part) > max_chars:
-                lines.append(current)
-                current = part
-            else:
-                current += " · " + part
-        lines.append(current)
-    return "\n".join(lines)
-
-
-def _hardware(results: Results) -> str:
-    name = results.fingerprint.name
-    return f"{name} ({results.slug})" if name else results.slug
-
-
-def _measured_at(results: Results) -> str:
-    """The results' datetime in minutes (UTC where the file says the zone); as written if not ISO."""
-    written = results.datetime
-    if not written:
-        return "date unknown"
-    try:
-        when = datetime.fromisoformat(written)
-    except ValueError:
-        return written
-    if when.tzinfo is None:
-        return when.strftime("%Y-%m-%d %H:%M")
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-# ---------------------------------------------------------------- series and styles
 
 
 def series_key(p: Measurement) -> tuple:

@@ -3,9 +3,8 @@ reference figure's colours, markers and labels (`pruned-perf plot --quality`).""
 from __future__ import annotations
 
 from pruned_perf.analysis.metrics import BY_NAME
-from pruned_perf.analysis.plot import (TITLE_FONTSIZE, figure_title, legend, panel_notes, plottable, series_key,
-                                       series_styles, wrap_title)
-from pruned_perf.analysis.plot_labels import POINT_SIZE, PanelMarks, place_labels
+from pruned_perf.analysis.plot import legend, panel_notes, plottable, series_key, series_styles
+from pruned_perf.analysis.plot_text import POINT_SIZE, TITLE_FONTSIZE, PanelMarks, figure_title, place_labels, wrap_title
 from pruned_perf.analysis.results import Results
 from pruned_perf.core.errors import UserError
 from pruned_perf.core.schema import Measurement, is_number

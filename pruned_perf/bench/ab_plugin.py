@@ -95,10 +95,9 @@ class ABHooks:
         """pytest-benchmark writes no file when no point was measured (every one busy or failed): the A/B's
         record must not be lost with it."""
         from pruned_perf.analysis.ab import AB_KEY
-        from pruned_perf.bench.pytest_plugin import benchmark_json
         from pruned_perf.core.atomic import write_json_atomic
 
-        path = benchmark_json(config)
+        path = self.session.json_path
         if path is None or path.exists() or not self.run.results:
             return
         write_json_atomic(path, {"machine_info": {"pruned_perf": self.session.run.meta().to_dict()},

@@ -1,9 +1,12 @@
-"""Point labels of a figure: each measured point labelled M<batch size> at the first free spot around it,
-once the layout is fixed, so that no two labels overlap and none covers a marker where another spot is
-free."""
+"""A figure's text: its title (which hardware, profile and run), and its point labels: each measured point
+labelled M<batch size> at the first free spot around it once the layout is fixed, so that no two labels
+overlap and none covers a marker where another spot is free."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from pruned_perf.analysis.results import Results
 
 # A measured point's marker size (points): label placement keeps labels off the markers.
 POINT_SIZE = 5.0
@@ -15,6 +18,7 @@ LABEL_SPOTS = ((4, -3, "left", "top"), (4, 3, "left", "bottom"), (-4, -3, "right
                (6, 0, "left", "center"), (-6, 0, "right", "center"))
 LABEL_RINGS = (1.0, 2.0, 3.2, 4.6, 6.2)
 LABEL_FONTSIZE = 6.5
+TITLE_FONTSIZE = 9
 
 
 @dataclass
@@ -108,3 +112,58 @@ def _leader_line(ax, xy: tuple, spot: tuple, color) -> None:
     end = ax.transData.inverted().transform((px + dx * scale, py + dy * scale))
     ax.plot([xy[0], end[0]], [xy[1], end[1]], color=color, linewidth=0.5, alpha=0.6, zorder=2,
             label="_label leader")
+
+
+# ---------------------------------------------------------------- the title
+
+
+def figure_title(results: Results, baseline: Results | None = None) -> str:
+    """Which hardware, profile and run the numbers are from (and the baseline's, if any)."""
+    title = f"{_hardware(results)} · profile {results.profile} · measured {_measured_at(results)}"
+    if baseline is None:
+        return title
+    title += f"\nbaseline measured {_measured_at(baseline)}"
+    if baseline.slug != results.slug:  # compared with --allow-mismatch: say so where the figure is seen
+        title += f" on {_hardware(baseline)}"
+    if baseline.profile != results.profile:
+        title += f", profile {baseline.profile}"
+    return title
+
+
+def wrap_title(title: str, width_in: float) -> str:
+    """Each line of title broken at " · " into lines that fit width_in inches (average glyph width)."""
+    max_chars = max(int(width_in * 72 / (TITLE_FONTSIZE * 0.6)), 20)
+    lines = []
+    for line in title.split("\n"):
+        parts = line.split(" · ")
+        current = parts[0]
+        for part in parts[1:]:
+            if len(current) + 3 + len(part) > max_chars:
+                lines.append(current)
+                current = part
+            else:
+                current += " · " + part
+        lines.append(current)
+    return "\n".join(lines)
+
+
+def _hardware(results: Results) -> str:
+    name = results.fingerprint.name
+    return f"{name} ({results.slug})" if name else results.slug
+
+
+def _measured_at(results: Results) -> str:
+    """The results' datetime in minutes (UTC where the file says the zone); as written if not ISO."""
+    written = results.datetime
+    if not written:
+        return "date unknown"
+    try:
+        when = datetime.fromisoformat(written)
+    except ValueError:
+        return written
+    if when.tzinfo is None:
+        return when.strftime("%Y-%m-%d %H:%M")
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# ---------------------------------------------------------------- series and styles
