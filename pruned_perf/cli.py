@@ -1,4 +1,5 @@
-"""`pruned-perf`: size, info, prune, fetch, overhead; compare, report, plot, baseline, merge (cli_results).
+"""`pruned-perf`: size, info, prune, fetch, overhead; compare, report, plot, baseline, merge (cli_results);
+history, bisect, site (cli_history).
 
 Exit codes: 0 success, 1 a regression or a failed check, 2 bad input (one message on stderr).
 """
@@ -20,7 +21,8 @@ if TYPE_CHECKING:  # imported where a command runs: the results commands start w
     from pruned_perf.pruning.methods.option import Option
 
 DESCRIPTION = ("Prune LLaMA-family models (size, prune, info, fetch), check what measuring costs (overhead), "
-               "and read perf results: compare against a baseline, report, plot, merge shards, store baselines. "
+               "read perf results (compare against a baseline, report, plot, merge shards, store baselines), and "
+               "keep the history of nightly runs (history, bisect, site). "
                "Exit codes: 0 success, 1 a regression or a failed check, 2 bad input.")
 
 
@@ -285,16 +287,23 @@ def build_parser(with_methods: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=10, help="rounds per side, alternating")
     p.set_defaults(func=cmd_overhead, typed=_overhead_args)
 
-    from pruned_perf.cli_results import add_commands
+    from pruned_perf import cli_history, cli_results
 
-    add_commands(sub)
+    cli_results.add_commands(sub)
+    cli_history.add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    argv, passed_on = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(with_methods=command in PRUNING_COMMANDS).parse_args(argv)
+    if passed_on and not hasattr(args, "pytest_args"):
+        print(f"error: {command} takes no arguments after --: {' '.join(passed_on)}", file=sys.stderr)
+        return 2
+    if passed_on:
+        args.pytest_args = passed_on  # `bisect`: options for the perf suite of every A/B
     try:
         return args.func(args.typed(args))  # every handler takes its typed arguments
     except UserError as exc:

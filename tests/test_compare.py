@@ -16,7 +16,7 @@ from pruned_perf.analysis import stats
 from pruned_perf.analysis.config import (DEFAULT_ALPHA, DEFAULT_MIN_ROUNDS, DEFAULT_THRESHOLDS, Config,
                                          config_from_table, load_config)
 from pruned_perf.analysis.baselines import HISTORY_RUNS
-from pruned_perf.analysis.history import RunSummary, between_run_sd, point_summary
+from pruned_perf.analysis.summaries import RunSummary, between_run_sd, point_summary
 from pruned_perf.analysis.results import results_from_dict
 from pruned_perf.core.errors import UserError
 

@@ -7,7 +7,7 @@ import pytest
 
 from pruned_perf.analysis.baselines import (HISTORY_RUNS, baseline_path, list_baselines, resolve_baseline,
                                             store_baseline)
-from pruned_perf.analysis.history import RunSummary
+from pruned_perf.analysis.summaries import RunSummary
 from pruned_perf.analysis.results import run_summary
 from pruned_perf.analysis.merge import merge_results
 from pruned_perf.analysis.results import HISTORY_KEY, load_results

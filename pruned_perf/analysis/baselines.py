@@ -16,7 +16,7 @@ from pathlib import Path
 from pruned_perf.analysis.compare import compare, competing_cpu
 from pruned_perf.analysis.comparison import Comparison
 from pruned_perf.analysis.config import load_config
-from pruned_perf.analysis.history import RunSummary
+from pruned_perf.analysis.summaries import RunSummary
 from pruned_perf.analysis.results import run_summary
 from pruned_perf.analysis.results import Results, load_results
 from pruned_perf.core.atomic import write_json_atomic

@@ -42,7 +42,7 @@ import math
 import statistics
 from pruned_perf.analysis.comparison import Comparison, MetricVerdict, PointVerdict
 from pruned_perf.analysis.config import Config, Settings
-from pruned_perf.analysis.history import PointSummary, between_run_sd, point_summary
+from pruned_perf.analysis.summaries import PointSummary, between_run_sd, point_summary
 from pruned_perf.analysis.metrics import BY_NAME, LOWER_IS_BETTER, METRICS, Metric
 from pruned_perf.analysis.results import Results
 from pruned_perf.analysis.stats import mann_whitney_p, min_p_value

@@ -2,7 +2,7 @@
 
 A results file is pytest-benchmark JSON with `machine_info.pruned_perf` (the run's meta: `RunMeta`) and
 one measured point per `benchmarks[i].extra_info` (`Measurement`). A baseline file adds the summaries of
-earlier runs under `pruned_perf_history` (pruned_perf.analysis.history); an interleaved A/B adds its
+earlier runs under `pruned_perf_history` (pruned_perf.analysis.summaries); an interleaved A/B adds its
 record under `pruned_perf_ab` (pruned_perf.analysis.ab). A JSON-lines point log reads as the results of
 its last run.
 """
@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from pruned_perf.analysis.ab import AB_KEY, ABRecord
-from pruned_perf.analysis.history import RunSummary, point_summary, read_history
+from pruned_perf.analysis.summaries import RunSummary, point_summary, read_history
 from pruned_perf.analysis.speedups import add_speedups
 from pruned_perf.core.errors import UserError
 from pruned_perf.core.schema import SCHEMA_VERSION, SUPPORTED_SCHEMAS, Fingerprint, Measurement, MethodStyle, RunMeta

@@ -157,7 +157,7 @@ class SiteRun(_Record):
     """One run of the history: the commit it measured, when, why (the workflow's event) and on what
     software (torch, transformers, driver, device...)."""
 
-    commit: str
+    commit: str | None  # None: a run imported from a store that did not keep it
     subject: str
     author_time: str | None = None
     measured: str
@@ -165,7 +165,8 @@ class SiteRun(_Record):
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        _sha("commit", self.commit)
+        if self.commit is not None:
+            _sha("commit", self.commit)
         _text("subject", self.subject)
         if self.author_time is not None:
             _iso("author_time", self.author_time)
@@ -435,19 +436,20 @@ def _link(url: str | None, text: str) -> str:
     return f'<a href="{_esc(url)}">{escaped}</a>' if url else escaped
 
 
-def _commit_link(page: SitePage, sha: str, text: str) -> str:
-    """`text` linked to the commit, or plain without commit_url (HTML)."""
-    return _link(page.commit_url and page.commit_url.replace("{sha}", sha), text)
+def _commit_link(page: SitePage, sha: str | None, text: str) -> str:
+    """`text` linked to the commit, or plain without commit_url or a commit (HTML)."""
+    return _link(page.commit_url and sha and page.commit_url.replace("{sha}", sha), text)
 
 
-def _range_link(page: SitePage, before: str, after: str, text: str) -> str:
-    """`text` linked to the commits (before, after], or plain without compare_url (HTML)."""
-    url = page.compare_url and page.compare_url.replace("{before}", before).replace("{after}", after)
+def _range_link(page: SitePage, before: str | None, after: str | None, text: str) -> str:
+    """`text` linked to the commits (before, after], or plain without compare_url or a commit (HTML)."""
+    url = (page.compare_url and before and after
+           and page.compare_url.replace("{before}", before).replace("{after}", after))
     return _link(url, text)
 
 
-def _short_sha(sha: str) -> str:
-    return sha[:SHORT_SHA]
+def _short_sha(sha: str | None) -> str:
+    return sha[:SHORT_SHA] if sha else "?"
 
 
 def _when(iso: str) -> str:

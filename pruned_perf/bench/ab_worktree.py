@@ -66,15 +66,20 @@ def resolve_base(spec: str, tree: Path, cache_dir: Path) -> Side:
     if sha.returncode != 0:
         raise ABError(f"--pp-ab {spec} is neither a git revision of {root} nor a Python interpreter "
                       "(no such file)")
-    sha = sha.stdout.strip()
-    remove_stale_worktrees(cache_dir.resolve() / "ab")
-    # The driver's pid in the name: a later A/B can tell a worktree whose driver is gone.
-    worktree = cache_dir.resolve() / "ab" / f"{sha[:12]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    worktree = add_worktree(root, sha.stdout.strip(), cache_dir.resolve() / "ab", f"--pp-ab {spec}")
+    return Side(BASE, spec, sys.executable, worktree / tree.relative_to(root), worktree)
+
+
+def add_worktree(root: Path, sha: str, parent: Path, what: str) -> Path:
+    """A detached worktree of `sha` under `parent`, named with this process's pid, so that a later run can
+    tell one whose process is gone (remove_stale_worktrees); the user's checkout and index untouched."""
+    remove_stale_worktrees(parent)
+    worktree = parent / f"{sha[:12]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     worktree.parent.mkdir(parents=True, exist_ok=True)
     added = _git(root, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
     if added.returncode != 0:
-        raise ABError(f"--pp-ab {spec}: git worktree add {worktree} failed: {added.stderr.strip()}")
-    return Side(BASE, spec, sys.executable, worktree / tree.relative_to(root), worktree)
+        raise ABError(f"{what}: git worktree add {worktree} failed: {added.stderr.strip()}")
+    return worktree
 
 
 def _check_interpreter(spec: str) -> None:
@@ -103,11 +108,11 @@ def remove_worktree(worktree: Path) -> None:
                  "worktree", "prune")
 
 
-def remove_stale_worktrees(ab_dir: Path) -> None:
-    """Remove the worktrees of A/Bs whose driver no longer runs (killed outright: no `close`)."""
-    if not ab_dir.is_dir():
+def remove_stale_worktrees(parent: Path) -> None:
+    """Remove the worktrees whose process no longer runs (killed outright: no `close`)."""
+    if not parent.is_dir():
         return
-    for worktree in ab_dir.iterdir():
+    for worktree in parent.iterdir():
         parts = worktree.name.split("-")
         if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
             remove_worktree(worktree)

@@ -53,6 +53,7 @@ def fingerprint(device) -> dict:
         "cuda": torch.version.cuda,
         "torch": str(torch.__version__),
         "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
         "slug": slug,
     }
 

@@ -32,6 +32,8 @@ OPTIONS = [
     ("min-round-s", "PP_MIN_ROUND_S", "a timed round is as many calls as last at least this many seconds "
      "(default 1.0; 0: one call per round)"),
     ("shard", "PP_SHARD", "I/N: run only the I-th of N disjoint parts of the matrix"),
+    ("points", "PP_POINTS", "comma-separated point ids (model-method-inN-outN-MN-backend): of the points the "
+     "other options select, only these"),
     ("log", "PP_LOG", "JSON-lines file every point is appended to as soon as it is measured "
      "(default: the --benchmark-json path with .jsonl, else pruned-perf-points.jsonl). For it and for "
      "--benchmark-json, missing parent directories are created"),
@@ -139,6 +141,7 @@ class SweepOptions:
     warmup: int | None = None
     min_round_s: float | None = None
     shard: tuple | None = None
+    points: tuple | None = None
 
     @classmethod
     def parse(cls, raw: Mapping[str, str | None]) -> "SweepOptions":
@@ -149,7 +152,7 @@ class SweepOptions:
                    rounds=parse_int(raw.get("rounds"), "--pp-rounds"),
                    warmup=parse_int(raw.get("warmup"), "--pp-warmup"),
                    min_round_s=parse_seconds(raw.get("min-round-s"), "--pp-min-round-s"),
-                   shard=parse_shard(raw.get("shard")))
+                   shard=parse_shard(raw.get("shard")), points=parse_names(raw.get("points")))
 
     def with_absolute_models(self) -> "SweepOptions":
         """The options as another process in another directory reads them: a model given as a directory

@@ -126,12 +126,24 @@ def sweep_from_options(options: SweepOptions) -> Sweep:
                          options.batch or profile.batches, options.backends or profile.backends)
     if options.shard:
         points = shard(points, *options.shard)
+    if options.points is not None:
+        points = _only(points, options.points)
     if not points:
         raise UserError("nothing to measure: the --pp-* options select no point (an empty --pp-models or "
                         "--pp-methods, or a shard with no series)")
     return Sweep(profile, variants, points, device, parse_dtype(options.dtype or profile.dtype),
                  rounds=options.rounds or 5, warmup=options.warmup or 1,
                  min_round_s=DEFAULT_MIN_ROUND_S if options.min_round_s is None else options.min_round_s)
+
+
+def _only(points: list[Point], ids) -> list[Point]:
+    """The points of these ids, in the sweep's order; an id the other options do not select is one error."""
+    known = {p.id for p in points}
+    missing = [pid for pid in ids if pid not in known]
+    if missing:
+        raise UserError(f"--pp-points {missing[0]!r} is not among the points the other options select; valid "
+                        f"choices: {', '.join(sorted(known))}")
+    return [p for p in points if p.id in set(ids)]
 
 
 def _check_models(names) -> None:

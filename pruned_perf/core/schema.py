@@ -315,6 +315,7 @@ class Fingerprint(Record):
     cuda: str | None = _optional(TEXT.or_null())
     torch: str | None = _optional(TEXT.or_null())
     transformers: str | None = _optional(TEXT.or_null())
+    threads: int | None = _optional(COUNT.or_null())  # torch's intra-op threads when the run measured
     slug: str = checked(SAFE_NAME)
 
 
