@@ -124,13 +124,61 @@ def test_user_input_never_interpolated_into_scripts(workflow):
                     f"{workflow.name} job {name}: ${{{{{found}}}}} in a run: script; pass it via env:"
 
 
+# The only jobs that may write, and what: the history's jobs push its branch, the page's job deploys it.
+WRITERS = {("gpu-perf.yml", "history"): {"contents"}, ("ci.yml", "history"): {"contents"},
+           ("gpu-perf.yml", "pages"): {"pages", "id-token"}}
+
+
 @pytest.mark.parametrize("workflow", _workflow_files(), ids=lambda p: p.name)
 def test_least_privilege_token(workflow):
     data = _load(workflow.name)
     _no_write_scopes(data.get("permissions"), f"{workflow.name} (top level)")
     for name, job in data["jobs"].items():
+        allowed = WRITERS.get((workflow.name, name), set())
         if "permissions" in job:
-            _no_write_scopes(job["permissions"], f"{workflow.name} job {name}")
+            permissions = {k: v for k, v in job["permissions"].items() if k not in allowed}
+            _no_write_scopes(permissions, f"{workflow.name} job {name}")
+        elif allowed:
+            pytest.fail(f"{workflow.name} job {name}: no permissions block")
+
+
+@pytest.mark.parametrize("workflow, job", [("gpu-perf.yml", "history"), ("ci.yml", "history")])
+def test_the_history_is_written_only_by_push_and_nightly_jobs_of_main(workflow, job):
+    """Never by a pull request (its code could write anything to the branch), never by fork code."""
+    data = _load(workflow)
+    spec = data["jobs"][job]
+    condition = spec["if"]
+    assert "pull_request" not in condition and "github.event_name == 'push'" in condition, condition
+    scripts = "\n".join(_scripts(spec, data.get("env", {})))
+    for command in ("history-branch.sh checkout", "pruned-perf history add", "history-branch.sh confirm",
+                    "pruned-perf history check", "history-branch.sh push", "pruned-perf site"):
+        assert command in scripts, command
+    checkout = next(s for s in spec["steps"] if str(s.get("uses", "")).startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0, "bisect needs the commits between a step's runs"
+    branch = (ROOT / ".github" / "scripts" / "history-branch.sh").read_text()
+    assert "pruned-perf bisect" in branch and "--history" in branch
+
+
+def test_gpu_perf_fails_only_on_a_confirmed_regression_and_publishes_the_page():
+    data = _load("gpu-perf.yml")
+    history = data["jobs"]["history"]
+    assert {"self-hosted", "gpu"} <= set(_runs_on(history)), "confirm and bisect on the GPU runner"
+    assert "--pp-device cuda" in "\n".join(_scripts(history, data.get("env", {})))
+    verdict = next(s for s in history["steps"] if s.get("id") == "verdict")
+    assert "set +e" in verdict["run"] and "pruned-perf history check" in verdict["run"]
+    failing = next(s for s in history["steps"] if s.get("name") == "Fail on a confirmed regression")
+    assert failing["if"] == "steps.verdict.outputs.status != '0'" and history["steps"][-1] is failing
+    merge = "\n".join(_scripts(data["jobs"]["merge"], data.get("env", {})))
+    assert "0|1)" in merge, "the stored-baseline comparison no longer fails the nightly job on its own"
+    pages = data["jobs"]["pages"]
+    assert pages["needs"] == "history" and pages["environment"]["name"] == "github-pages"
+    assert any(str(s.get("uses", "")).startswith("actions/deploy-pages") for s in pages["steps"])
+
+
+def test_the_history_branch_script_runs():
+    done = subprocess.run(["bash", "-n", str(ROOT / ".github" / "scripts" / "history-branch.sh")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 # ---------------------------------------------------------------- gpu-perf.yml
@@ -195,17 +243,16 @@ def test_gpu_perf_has_one_non_cancelling_concurrency_group():
     assert concurrency["cancel-in-progress"] is False
 
 
-def test_gpu_perf_merge_runs_after_failed_shards_and_gates_on_regressions():
+def test_gpu_perf_merge_runs_after_failed_shards_and_reports():
     data = _load("gpu-perf.yml")
-    shard_jobs = {name for name, job in data["jobs"].items() if "gpu" in _runs_on(job)}
-    merges = [job for job in data["jobs"].values() if shard_jobs & set(_as_list(job.get("needs")))]
-    assert merges, "no job needs the shards"
-    for job in merges:
-        assert "always()" in job.get("if", "")
-        scripts = "\n".join(_scripts(job, data.get("env", {})))
-        for command in ("pruned-perf merge", "pruned-perf compare", "--baseline auto", "pruned-perf report",
-                        "GITHUB_STEP_SUMMARY", "pruned-perf plot"):
-            assert command in scripts, command
+    job = data["jobs"]["merge"]
+    shard_jobs = {name for name, job in data["jobs"].items() if "--pp-shard" in "\n".join(_scripts(job, {}))}
+    assert shard_jobs & set(_as_list(job.get("needs"))), "the merge job does not need the shards"
+    assert "always()" in job.get("if", "")
+    scripts = "\n".join(_scripts(job, data.get("env", {})))
+    for command in ("pruned-perf merge", "pruned-perf compare", "--baseline auto", "pruned-perf report",
+                    "GITHUB_STEP_SUMMARY", "pruned-perf plot"):
+        assert command in scripts, command
 
 
 def _as_list(value) -> list:
