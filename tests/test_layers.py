@@ -19,7 +19,7 @@ LAYERS = {
     "pruning": (2, ("pruning",), ()),
     "analysis": (2, ("analysis",), ("torch", "transformers")),
     "bench": (3, ("bench",), ()),
-    "cli": (4, ("cli", "cli_results"), ()),
+    "cli": (4, ("cli", "cli_results", "cli_history"), ()),
 }
 
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from pruned_perf.analysis.site import (INDEX, SiteAB, SiteABRow, SiteCulprit, SiteEnvChange, SiteGroup,
-                                       SiteMetric, SitePage, SiteRun, SiteStep, page_html, render)
+from pruned_perf.analysis.site import INDEX, page_html, render
+from pruned_perf.analysis.site_records import (SiteAB, SiteABRow, SiteCulprit, SiteEnvChange, SiteGroup, SiteMetric,
+                                               SitePage, SiteRun, SiteStep)
 from pruned_perf.core.errors import UserError
 
 REPO = "https://github.com/example/pruned-perf"

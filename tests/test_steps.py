@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 
-from pruned_perf.analysis import steps
+from pruned_perf.analysis import step_prep, step_tails
 from pruned_perf.analysis.steps import StepSettings, find_array, find_steps, steps_at_end
 from pruned_perf.core.errors import UserError
 
@@ -226,18 +226,18 @@ def test_steps_at_end_are_find_steps_at_end_steps_over_the_lookback():
 
 def test_benjamini_hochberg_by_hand():
     p = np.array([0.01, 0.04, 0.03, 0.005, 0.5, 0.2])
-    q = steps.benjamini_hochberg(p, np.zeros(6, int))
+    q = step_tails.benjamini_hochberg(p, np.zeros(6, int))
     # sorted 0.005 0.01 0.03 0.04 0.2 0.5 -> x 6/rank: 0.03 0.03 0.06 0.06 0.24 0.5, then running minima from the top
     assert q == pytest.approx([0.03, 0.06, 0.06, 0.03, 0.5, 0.24])
-    two = steps.benjamini_hochberg(np.r_[p, p], np.r_[np.zeros(6, int), np.ones(6, int)])
+    two = step_tails.benjamini_hochberg(np.r_[p, p], np.r_[np.zeros(6, int), np.ones(6, int)])
     assert two == pytest.approx(np.r_[q, q])  # families apart
 
 
 def test_the_tail_probabilities_match_student_t_and_monte_carlo():
     # Student's t two-sided 1% quantiles: 2.787 at 25 df, 2.704 at 40
     for t, df in ((2.787, 25), (2.704, 40)):
-        assert 2 * math.exp(steps.log_upper_tail(t, df)) == pytest.approx(0.01, rel=0.03)
-    assert steps.t_quantile(0.95, 40.0) == pytest.approx(2.021, rel=0.005)
+        assert 2 * math.exp(step_tails.log_upper_tail(t, df)) == pytest.approx(0.01, rel=0.03)
+    assert step_tails.t_quantile(0.95, 40.0) == pytest.approx(2.021, rel=0.005)
     rng = np.random.default_rng(5)
     n, df, n_ref = 1_000_000, 38, 30
     s = np.sqrt(rng.chisquare(df, n) / df)
@@ -245,19 +245,19 @@ def test_the_tail_probabilities_match_student_t_and_monte_carlo():
     z = np.sort((rng.standard_normal((n, 3)) - ref[:, None]) / s[:, None], axis=1)
     for k_least, column, u in ((3, 0, 1.2), (2, 1, 2.0)):
         exact = (z[:, column] >= u).mean()
-        assert math.exp(steps.log_at_least(u, df, n_ref, 3, k_least)) == pytest.approx(exact, rel=0.1)
+        assert math.exp(step_tails.log_at_least(u, df, n_ref, 3, k_least)) == pytest.approx(exact, rel=0.1)
 
 
 def test_the_scale_and_its_degrees_of_freedom():
     # a normal series of 66 values: the winsorized mean square of differences is about unbiased and
     # spreads as a chi-square with the degrees of freedom the tests use (0.6 per difference)
     x = np.random.default_rng(10).standard_normal((20000, 66))
-    scale, df = steps._local_scale(x, np.zeros(len(x), int), 66)
+    scale, df = step_prep.local_scale(x, np.zeros(len(x), int), 66)
     s = scale[:, -1]
     assert (s ** 2).mean() == pytest.approx(1, abs=0.01) and df[0, -1] == pytest.approx(0.6 * 65)
     assert 1 / (2 * s.std() ** 2) == pytest.approx(df[0, -1], rel=0.15)
     with_step = x + np.where(np.arange(66) >= 33, 5.0, 0.0)  # a step of 5 SDs moves it by a few %
-    moved = steps._local_scale(with_step, np.zeros(len(x), int), 66)[0][:, -1].mean() / s.mean()
+    moved = step_prep.local_scale(with_step, np.zeros(len(x), int), 66)[0][:, -1].mean() / s.mean()
     assert 1 < moved < 1.06
 
 

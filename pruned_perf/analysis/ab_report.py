@@ -101,7 +101,8 @@ def _header(judgement: ABJudgement, fmt: str) -> str:
     settings, family = record.settings, record.family
     counts = judgement.counts()
     busy = sum(p.ab.busy is not None for p in record.points)
-    title = f"pruned_perf A/B: new vs base, profile {results.profile}, {len(record.points)} points"
+    n = len(record.points)
+    title = f"pruned_perf A/B: new vs base, profile {results.profile}, {n} point{'' if n == 1 else 's'}"
     lines = [f"## {title}" if fmt == "github" else title, f"Hardware {results.slug}",
              f"base: {record.base.line()}", f"new:  {record.head.line()}"]
     differ = record.base.differences(record.head)

@@ -14,8 +14,8 @@ from pruned_perf.analysis.history import HistoryRun, groups
 from pruned_perf.analysis.history_ab import HistoryAB, load_abs
 from pruned_perf.analysis.history_check import HistoryCheck, check_history
 from pruned_perf.analysis.results import Results
-from pruned_perf.analysis.site import (SiteAB, SiteABRow, SiteCulprit, SiteEnvChange, SiteGroup, SiteMetric,
-                                       SitePage, SiteRun, SiteStep)
+from pruned_perf.analysis.site_records import (SiteAB, SiteABRow, SiteCulprit, SiteEnvChange, SiteGroup,
+                                               SiteMetric, SitePage, SiteRun, SiteStep)
 from pruned_perf.core.schema import SCHEMA_VERSION, Fingerprint, Measurement, RunMeta
 
 METRICS = (SiteMetric(name="latency_s", label="latency", unit="s", better="lower"),
