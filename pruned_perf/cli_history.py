@@ -192,16 +192,14 @@ def cmd_bisect(args: BisectArgs) -> int:
     check_writable_dir(args.out, "--out")
     if args.history:
         check_writable_dir(args.history, "--history")
+    keep = (lambda ab: add_ab(args.history, ab)) if args.history else None  # each A/B kept as it ends
     run = BisectRun(repo, resolve(repo, args.good), resolve(repo, args.bad), args.profile, args.points,
-                    Path(args.out), Path(args.cache_dir), list(args.pytest_args))
+                    Path(args.out), Path(args.cache_dir), list(args.pytest_args), keep=keep)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     bisection = run.run()
     print(_conclusion(bisection))
-    if args.history:
-        for ab in run.abs:
-            add_ab(args.history, ab)
-        if run.abs:
-            add_bisection(args.history, run.abs[0].env, bisection)
+    if args.history and run.abs:
+        add_bisection(args.history, run.abs[0].env, bisection)
     return EXIT_REGRESSION if bisection.outcome in (CULPRIT, SPREAD) else EXIT_OK
 
 

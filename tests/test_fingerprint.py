@@ -10,7 +10,7 @@ from pruned_perf.bench import fingerprint as fp
 from pruned_perf.core.errors import UserError
 
 FILE_SAFE = re.compile(r"[a-z0-9][a-z0-9.-]*")
-KEYS = {"device", "name", "memory_bytes", "driver", "cuda", "torch", "transformers", "slug"}
+KEYS = {"device", "name", "memory_bytes", "driver", "cuda", "torch", "transformers", "threads", "slug"}
 
 
 def test_cpu_fingerprint_keys_slug_file_safe_and_stable():

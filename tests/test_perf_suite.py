@@ -382,7 +382,7 @@ def test_every_point_carries_the_schema_fields(base):
     assert meta["schema"] == 2 and meta["profile"] == "quick"
     assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{8}", meta["run_id"]) and meta["session"] == {"failed": []}
     fp = meta["fingerprint"]
-    assert set(fp) == {"device", "name", "memory_bytes", "driver", "cuda", "torch", "transformers", "slug"}
+    assert set(fp) == {"device", "name", "memory_bytes", "driver", "cuda", "torch", "transformers", "threads", "slug"}
     assert fp["device"] == "cpu" and fp["torch"] == str(torch.__version__)
     assert re.fullmatch(r"[a-z0-9][a-z0-9.-]*", fp["slug"]) and ".." not in fp["slug"]
     # the run was pinned to one core (start_perf), and its slug counts the cores it could use

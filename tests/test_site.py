@@ -130,7 +130,7 @@ def year_page() -> SitePage:
     group = make_group(n=365, points=points, env_at=200, step_at=300)
     gradual = SiteStep(point=points[0], metric="ttft_s", before=100, at=160, ratio=1.08, ci_low=1.04, ci_high=1.12,
                        standing="gradual", kind="gradual")
-    return make_page(dataclasses.replace(group, steps=group.steps + [gradual]))
+    return make_page(dataclasses.replace(group, steps=(*group.steps, gradual)))
 
 
 def tiny_png() -> str:
@@ -183,7 +183,7 @@ def _step(page_dict: dict, **changes) -> None:
     (lambda d: d.update(commit_url="javascript:alert({sha})"), "commit_url must be null or an http(s) URL"),
     (lambda d: d["groups"].append(d["groups"][0]), "groups (hardware / profile) must be unique"),
     (lambda d: d["groups"][0].update(plot="x"), "unknown fields ['plot']"),
-    (lambda d: d["groups"][0]["runs"][0].pop("event"), "missing fields ['event']"),
+    (lambda d: d["groups"][0]["runs"][0].pop("event"), "lacks fields: event"),
 ])
 def test_bad_input_is_one_error_naming_the_value(change, message):
     data = make_page().to_dict()
@@ -216,7 +216,7 @@ def test_the_page_embeds_the_data_and_a_subject_cannot_end_its_script():
     text = page_html(make_page(group))
     assert text.count("<script") == 2 and text.count("</script>") == 2  # the data and the code, nothing more
     data = _embedded(text)["groups"][0]
-    assert data["values"] == group.values and data["points"] == group.points
+    assert data["values"] == group.values and tuple(data["points"]) == group.points
     assert [r["commit"] for r in data["runs"]] == [r.commit for r in group.runs]
     assert data["runs"][0]["subject"] == hostile
     step = data["steps"][0]
@@ -382,7 +382,7 @@ def test_the_browser_draws_a_chart_per_point_of_each_group(two_groups):
     assert int(body.attrs["data-ready-ms"]) >= 0
     for gi, group in enumerate(page.groups):
         charts = _section(dom, gi).find_all("svg", "chart")
-        assert [c.attrs["data-point"] for c in charts] == group.points
+        assert tuple(c.attrs["data-point"] for c in charts) == group.points
         for chart, point in zip(charts, group.points):
             assert chart.find_all("title")[0].text() == f"{point}: latency (s), lower is better"
 

@@ -12,7 +12,7 @@ import numpy as np
 from pruned_perf.analysis.step_prep import gather, starts
 from pruned_perf.analysis.step_records import CI_LEVEL, LOCATION, Found, StepSettings
 from pruned_perf.analysis.step_tails import (benjamini_hochberg, log_at_least, log_binomial_tail, log_erfc,
-                                             log_upper_tail, t_quantile)
+                                             log_upper_tail, log_with_wild, t_quantile)
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Grid:
         # First with the scale and the reference mean taken as known, which gives a smaller p (the
         # tail is convex there); only where that one could count is the full p computed.
         wild = self.wild[row]
-        log_q = np.log(np.minimum(np.exp(log_erfc(u / math.sqrt(2)) - math.log(2)) + wild, 1.0))
+        log_q = log_with_wild(log_erfc(u / math.sqrt(2)) - math.log(2), wild)
         log_p = math.log(2) + log_binomial_tail(log_q, k, k - misses)
         close = np.flatnonzero(log_p <= limit)
         if len(close):

@@ -44,6 +44,13 @@ _REF_NODES, _REF_WEIGHTS = np.polynomial.hermite_e.hermegauss(8)
 _LOG_WEIGHTS = np.log(_WEIGHTS / _WEIGHTS.sum())[:, None] + np.log(_REF_WEIGHTS / _REF_WEIGHTS.sum())[None, :]
 
 
+def log_with_wild(log_q: np.ndarray, wild: np.ndarray | float) -> np.ndarray:
+    """log(min(q + wild, 1)) from log q: a tail probability with a share `wild` of values that may lie
+    anywhere, in logs, so that a tiny q neither underflows nor takes the log of zero."""
+    mixed = np.minimum(np.logaddexp(log_q, np.log(np.maximum(wild, np.finfo(float).tiny))), 0.0)
+    return np.where(np.asarray(wild) > 0, mixed, log_q)
+
+
 def log_at_least(u: np.ndarray, df: np.ndarray, n_ref: np.ndarray, k: np.ndarray, a: np.ndarray,
                  wild: np.ndarray | float = 0.0) -> np.ndarray:
     """log P(at least a of k values lie u or more estimated SDs above the mean of n_ref others), each
@@ -55,7 +62,7 @@ def log_at_least(u: np.ndarray, df: np.ndarray, n_ref: np.ndarray, k: np.ndarray
     c = 2 / (9 * df)
     ratio = np.maximum(1 - c + _NODES[:, None] * np.sqrt(c), 1e-3) ** 1.5  # estimated SD / true SD
     log_q = log_erfc((u * ratio + _REF_NODES[None, :] / np.sqrt(n_ref)) / math.sqrt(2)) - math.log(2)
-    log_q = np.where(wild > 0, np.log(np.minimum(np.exp(log_q) + wild, 1.0)), log_q)
+    log_q = log_with_wild(log_q, wild)
     log_terms = (log_binomial_tail(log_q, k, a) + _LOG_WEIGHTS).reshape(*log_q.shape[:-2], -1)
     top = log_terms.max(axis=-1, keepdims=True)
     return (top + np.log(np.exp(log_terms - top).sum(axis=-1, keepdims=True)))[..., 0]

@@ -46,6 +46,7 @@ class BisectRun:
     cache_dir: Path
     extra: list = field(default_factory=list)  # more pytest arguments (--pp-device, ...)
     say: object = print
+    keep: object = None  # called with each A/B as it ends (the CLI adds it to the history at once)
     abs: list = field(default_factory=list)  # HistoryAB of every A/B run
     skipped: list = field(default_factory=list)
 
@@ -131,6 +132,8 @@ class BisectRun:
         results = load_results(out)
         ab = history_ab(ABJudgement(results, results.ab), run_env(results), purpose, _now())
         self.abs.append(ab)
+        if self.keep is not None:
+            self.keep(ab)
         self.say(f"pruned-perf bisect: {head[:12]} vs {base[:12]}: {_summary(ab)}")
         return ab
 

@@ -318,6 +318,14 @@ class Fingerprint(Record):
     threads: int | None = _optional(COUNT.or_null())  # torch's intra-op threads when the run measured
     slug: str = checked(SAFE_NAME)
 
+    def to_dict(self) -> dict:
+        """As the file holds it: `threads` only where it is known (files written before it was recorded
+        read back unchanged)."""
+        d = dataclasses.asdict(self)
+        if d["threads"] is None:
+            del d["threads"]
+        return d
+
 
 @dataclass(frozen=True)
 class SessionOutcome(Record):
@@ -363,7 +371,8 @@ class RunMeta(Record):
 
     def to_dict(self) -> dict:
         """As the file holds it: a run id and a session outcome only where known."""
-        data = {**super().to_dict(), "session": self.session.to_dict() if self.session is not None else None}
+        data = {**super().to_dict(), "fingerprint": self.fingerprint.to_dict(),
+                "session": self.session.to_dict() if self.session is not None else None}
         return {k: v for k, v in data.items() if not (k in ("run_id", "session") and v is None)}
 
 
