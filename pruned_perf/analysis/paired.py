@@ -53,6 +53,9 @@ EQUIVALENCE_FIRST = 1 / 64
 # more than FUTILITY_FACTOR x the cap stops, `inconclusive`; it declares nothing, so it spends no error.
 FUTILITY_FACTOR = 2.0
 FUTILITY_FROM_PAIRS = 12
+# The spread that projects how many pairs would settle a metric is read off this tail's signed-rank
+# interval (an 80% one), not the SD, which one outlier pair inflates.
+_SPREAD_TAIL = 0.1
 # Outside load in more than this share of a point's pairs, and in at least BUSY_MIN of them, and the point
 # is busy: a point whose first two pairs are both contended says so at once.
 BUSY_SHARE = 0.25
@@ -138,14 +141,25 @@ def _z(tail: float) -> float:
     return NormalDist().inv_cdf(1 - tail)
 
 
+def _spread(d: list) -> float:
+    """The per-pair spread that the Hodges-Lehmann estimate's interval shrinks by (its width times sqrt n),
+    read off the exact 80% Wilcoxon interval: robust, so that one outlier pair does not project a point
+    as needing hundreds of pairs and stop it for futility. Where n is too small for that interval, the
+    SD with Wilcoxon's efficiency 3/pi against the mean."""
+    lo, hi = wilcoxon_interval(d, _SPREAD_TAIL)
+    if math.isfinite(lo) and math.isfinite(hi):
+        return (hi - lo) / (2 * _z(_SPREAD_TAIL)) * math.sqrt(len(d))
+    mean = sum(d) / len(d)
+    return math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) * math.pi / 3)
+
+
 def _pairs_to_settle(d: list, est: float, bound: float, floor: float, tail: float, eq_tail: float) -> int | None:
     """About how many pairs in all would settle a metric at this estimate and spread (normal
-    approximation, Wilcoxon's efficiency 3/pi against the mean): None if the estimate sits on the
-    threshold (or, beyond it, within the bias floor), where no number of pairs settles it."""
+    approximation of the signed-rank interval): None if the estimate sits on the threshold (or, beyond
+    it, within the bias floor), where no number of pairs settles it."""
     if len(d) < 2:
         return None
-    mean = sum(d) / len(d)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) * math.pi / 3)
+    sd = _spread(d)
     if sd == 0:
         return len(d)
     gap = abs(est) - bound
