@@ -14,7 +14,7 @@ import pytest
 from pruned_perf.analysis.history import RunEnv, read_record
 from pruned_perf.analysis.history_ab import (CULPRIT, NOT_IN_CODE, SPREAD, UNDECIDED, Bisection, HistoryAB,
                                              PointVerdict)
-from pruned_perf.analysis.verdicts import FAILED, REGRESSED, UNCHANGED
+from pruned_perf.analysis.verdicts import FAILED, INCONCLUSIVE, REGRESSED, UNCHANGED
 from pruned_perf.bench.bisect import BisectRun
 from pruned_perf.cli import main
 
@@ -42,11 +42,14 @@ def chain(tmp_path_factory) -> list[str]:
     return repo, shas
 
 
-def scripted(repo: Path, shas: list[str], slowdown: dict, fails: set = frozenset(), tmp: Path = Path("/tmp")):
+def scripted(repo: Path, shas: list[str], slowdown: dict, fails: set = frozenset(), tmp: Path = Path("/tmp"),
+             inconclusive: dict | None = None):
     """A bisection whose A/B of (base, head) says head is the product of `slowdown[c]` over the commits
-    after base up to head slower (regressed beyond 5%), or fails at a commit in `fails`."""
+    after base up to head slower (regressed beyond 5%), or fails at a commit in `fails`, or is
+    inconclusive the first `inconclusive[c]` times commit c is tried."""
     run = BisectRun(repo, shas[0], shas[-1], "quick", [POINT], tmp, tmp, say=lambda line: None)
     calls = []
+    noisy = dict(inconclusive or {})
 
     def ab(base: str, head: str, purpose: str) -> HistoryAB | None:
         calls.append((shas.index(base), shas.index(head)))
@@ -56,6 +59,9 @@ def scripted(repo: Path, shas: list[str], slowdown: dict, fails: set = frozenset
         for i in range(shas.index(base) + 1, shas.index(head) + 1):
             ratio *= slowdown.get(i, 1.0)
         status = REGRESSED if ratio > 1.05 else UNCHANGED
+        if noisy.get(shas.index(head), 0) > 0:
+            noisy[shas.index(head)] -= 1
+            status = INCONCLUSIVE
         ab = HistoryAB(measured="2026-12-07T00:00:00", purpose=purpose, profile="quick", base=base, head=head,
                        env=ENV, points={POINT: PointVerdict(status=status, ratio=ratio, pairs=16)})
         run.abs.append(ab)
@@ -99,6 +105,19 @@ def test_every_commit_between_skipped_leaves_it_undecided(chain):
     repo, shas = chain
     b = scripted(repo, shas, {6: 1.5}, fails=set(range(1, 8)))[0].run()
     assert b.outcome == UNDECIDED and len(b.skipped) == 7
+    assert b.reason.startswith("the first bad commit is one of " + ", ".join(c[:12] for c in shas[1:9]))
+
+
+def test_an_inconclusive_commit_runs_once_more_before_it_is_skipped(chain):
+    repo, shas = chain
+    run, calls = scripted(repo, shas, {6: 1.5}, inconclusive={4: 1})
+    b = run.run()
+    assert (b.outcome, b.culprit, b.skipped) == (CULPRIT, shas[6], [])
+    assert calls[1:3] == [(0, 4), (0, 4)]  # the middle commit, inconclusive, then again
+    # inconclusive twice: skipped; the commit before the first bad one skipped names both as candidates
+    b = scripted(repo, shas, {6: 1.5}, inconclusive={5: 2})[0].run()
+    assert b.outcome == UNDECIDED and b.skipped == [shas[5]]
+    assert b.reason.startswith(f"the first bad commit is one of {shas[5][:12]}, {shas[6][:12]}")
 
 
 def test_bad_revisions_are_one_error_and_exit_2(chain, capsys, tmp_path):

@@ -218,6 +218,21 @@ def test_inconclusive_says_how_many_more_pairs_would_settle_it():
     assert final.status == REGRESSED and final.metric("latency_s").shown()[0] == final.metric("latency_s").ci_low
 
 
+def test_one_outlier_pair_does_not_stop_a_clear_slowdown_for_futility():
+    """12 pairs of a 10% slowdown, one of them hit by an outlier round: the projection of the pairs that
+    would settle it reads a robust spread, so the point goes on to the look that can decide it (with the
+    SD, one pair at half the speed projected over a hundred more pairs: beyond twice the cap, stopped)."""
+    settings = ABSettings()
+    rng = random.Random(12)
+    d = [math.log(1.10) + rng.gauss(0, 0.02) for _ in range(11)] + [math.log(1.10) - 0.8]
+    second = [i % 2 == 1 for i in range(12)]
+    tail = paired.decide_tail(settings, SUITE)
+    latency = paired.timing_verdict("latency_s", d, second, settings, tail, paired.equivalence_tail(settings, SUITE, 12))
+    assert latency.verdict == INCONCLUSIVE and latency.more_pairs is not None
+    assert 12 + latency.more_pairs <= settings.max_pairs, latency.reason
+    assert not paired.futile([latency], 12, settings)
+
+
 def test_tokens_per_s_is_judged_in_its_own_direction():
     rng = random.Random(9)
     ab = judge(machine_pairs(rng, 30, Machine(ratio=1.3)), settings=ABSettings(), family=1, final=True, device="cpu")

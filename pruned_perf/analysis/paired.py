@@ -44,7 +44,7 @@ DETERMINISTIC_METRICS = ("peak_mem_bytes", "params", "ppl")
 # Latency and tokens/s are one test seen from two sides: the distinct tests per look are latency, TTFT, TPOT.
 DISTINCT_TESTS = 3
 # `unchanged`: latency at the threshold comes out `unchanged` in at most EQUIVALENCE_ALPHA of A/Bs over all
-# its looks (simulated: 4.2-4.4%). The first look gets EQUIVALENCE_FIRST, 2^-6: with 6 pairs, every pair
+# its looks (simulated: 4.2-4.7%). The first look gets EQUIVALENCE_FIRST, 2^-6: with 6 pairs, every pair
 # within +-threshold; the later looks share the rest. More at the first look (2/64, 3/64) lets identical
 # code settle sooner but reads 5.5-7% at the threshold (docs/ab-verdicts.md).
 EQUIVALENCE_ALPHA = 0.05

@@ -5,12 +5,12 @@ per commit tried, each judged with the A/B's own error control (pruned_perf.anal
 Every A/B runs the perf suite of the commit under test (`pytest perf/ --pp-ab BASE` in a worktree of it,
 its code on PYTHONPATH), so each side measures with its own code; plans are shared in one cache. The
 user's checkout is never touched. Like `git bisect skip`, a commit whose A/B cannot run (it does not
-build or import, or a side fails) is skipped and said; one whose A/B stays inconclusive is too.
+build or import, or a side fails) is skipped and said; one whose A/B stays inconclusive twice is too.
 
 The end (pruned_perf.analysis.history_ab.Bisection): the first bad commit (the first one the A/B finds
 slower than GOOD, confirmed by an A/B against its own parent, with that ratio); or a change spread over
 several commits (slower than GOOD, but not than its parent); or no change in the code (GOOD and BAD
-judged alike: the step was the machine's); or undecided.
+judged alike: the step was the machine's); or undecided (the commits that could be the first bad one).
 """
 from __future__ import annotations
 
@@ -59,10 +59,12 @@ class BisectRun:
             return self._end(NOT_IN_CODE, reason=f"the A/B of {self.good[:12]}..{self.bad[:12]}: "
                                                   f"{_summary(first)}")
         points = first.regressed
-        culprit = self._search(commits, points)
-        if culprit is None:
-            return self._end(UNDECIDED, points, reason="every commit in between was skipped")
-        return self._confirm(commits, culprit, points)
+        low, high = self._search(commits, points)
+        if high - low > 1:  # only skipped commits are left between the last good one and the first bad
+            could_be = ", ".join(c[:12] for c in commits[low + 1:high + 1])
+            return self._end(UNDECIDED, points, reason=f"the first bad commit is one of {could_be}: the others "
+                                                        f"before {commits[high][:12]} were skipped")
+        return self._confirm(commits, high, points)
 
     def _commits(self) -> list[str]:
         """The commits after GOOD up to BAD, oldest first (the first-parent line: merges as one commit)."""
@@ -73,25 +75,30 @@ class BisectRun:
                             f"{self.good}..{self.bad} lists {len(commits)} commits)")
         return commits
 
-    def _search(self, commits: list[str], points: list) -> int | None:
-        """The index of the first commit the A/B finds slower than GOOD on `points` (BAD is)."""
-        low, high = -1, len(commits) - 1  # commits[high] is slower; commits[low] is not (-1: GOOD itself)
+    def _search(self, commits: list[str], points: list) -> tuple[int, int]:
+        """(low, high): commits[high] is the first commit the A/B finds slower than GOOD on `points` where
+        high = low + 1; commits[low] is not slower (-1: GOOD itself). Where commits in between were
+        skipped and none is left to try, high - low > 1."""
+        low, high = -1, len(commits) - 1  # BAD is slower
         tried: set = set()
         while high - low > 1:
             index = self._next(low, high, tried)
             if index is None:
-                return None
+                break
             tried.add(index)
             ab = self._ab(self.good, commits[index], "bisect")
-            if ab is None or not any(ab.points.get(p) and ab.points[p].status in (REGRESSED, UNCHANGED)
-                                     for p in points):
+            if ab is not None and not _judged(ab, points):
+                # A noisy moment leaves an A/B inconclusive as often as the code does: once more first.
+                self.say(f"pruned-perf bisect: {commits[index][:12]} inconclusive: its A/B runs once more")
+                ab = self._ab(self.good, commits[index], "bisect")
+            if ab is None or not _judged(ab, points):
                 self.skipped.append(commits[index])
                 continue
             if any(p in ab.regressed for p in points):
                 high = index
             else:
                 low = index
-        return high
+        return low, high
 
     @staticmethod
     def _next(low: int, high: int, tried: set) -> int | None:
@@ -149,6 +156,11 @@ class BisectRun:
         return Bisection(measured=_now(), profile=self.profile, good=self.good, bad=self.bad,
                          points=list(points or self.points), outcome=outcome, skipped=list(self.skipped),
                          reason=reason, **detail)
+
+
+def _judged(ab: HistoryAB, points: list) -> bool:
+    """Whether the A/B judged any of the points (`regressed` or `unchanged`): else the commit is skipped."""
+    return any(ab.points.get(p) and ab.points[p].status in (REGRESSED, UNCHANGED) for p in points)
 
 
 def _summary(ab: HistoryAB) -> str:
