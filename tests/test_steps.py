@@ -175,6 +175,16 @@ def test_short_constant_empty_and_unmeasured_series_give_no_steps():
     assert steps_at_end({"short": [1.0, 3.0, 3.0]}, ["e"] * 3) == []
 
 
+def test_every_short_history_is_searched_without_error():
+    """The first nights of a history: 1 to 12 runs of noisy series, each searched as a whole and at its
+    end (a window with no run to test in it is nothing to pick, not an error)."""
+    rng = np.random.default_rng(4)
+    for runs in range(1, 13):
+        series = as_series(steady_series(rng, runs, n=6))
+        env = ["e"] * runs
+        assert isinstance(find_steps(series, env), list) and isinstance(steps_at_end(series, env), list)
+
+
 def test_a_clear_step_is_found_where_it_is_with_its_ratio():
     rng = np.random.default_rng(1)
     values = steady_series(rng, 120, n=4)

@@ -156,11 +156,11 @@ class Grid:
         for zone in (slice(0, max(self.first_tail, 0)), slice(max(self.first_tail, 0), cols)):
             counts = ok[:, zone].sum(axis=1)
             has = np.flatnonzero(counts)
-            best = np.argmax(strength[has, zone], axis=1) + zone.start
-            parts.append((has, best, counts[has]))
-        i, c, counts = (np.concatenate(v) for v in zip(*parts))
-        if not len(i):
+            if len(has):  # argmax over a zone without columns (a short history) has nothing to pick
+                parts.append((has, np.argmax(strength[has, zone], axis=1) + zone.start, counts[has]))
+        if not parts:
             return _empty(), np.zeros(0, bool)
+        i, c, counts = (np.concatenate(v) for v in zip(*parts))
         found = self._tests(rows[i], c, self.start[rows[i]], np.full(len(i), cols), counts)
         rank = np.where(found.p <= self.s.fdr, -strength[i, c], np.inf)
         order = np.lexsort((rank, i))
