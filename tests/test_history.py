@@ -20,7 +20,7 @@ from pruned_perf.analysis.history_ab import (CULPRIT, NOT_IN_CODE, SPREAD, Bisec
                                              add_ab, add_bisection)
 from pruned_perf.analysis.history_check import ENVIRONMENT, SUSPECTED, check_history, judge_history
 from pruned_perf.analysis.results import results_from_dict
-from pruned_perf.analysis.verdicts import IMPROVED, REGRESSED, UNCHANGED
+from pruned_perf.analysis.verdicts import IMPROVED, INCONCLUSIVE, REGRESSED, UNCHANGED
 from pruned_perf.cli import main
 from pruned_perf.core.errors import UserError
 
@@ -181,11 +181,30 @@ def test_a_bisection_names_the_first_bad_commit_or_says_it_is_spread_or_not_in_t
     assert none.standing == ENVIRONMENT
 
 
-def test_a_settled_step_is_regressed_or_improved_by_persistence():
-    slower = _steps_of(judge_history(SLUG, "quick", synthetic_runs(60, step_at=30), [], []))
+def test_a_settled_step_is_regressed_or_improved_by_persistence_until_an_ab_tries_it():
+    runs = synthetic_runs(60, step_at=30)
+    check = judge_history(SLUG, "quick", runs, [], [])
+    slower = _steps_of(check)
     faster = _steps_of(judge_history(SLUG, "quick", synthetic_runs(60, step_at=30, ratio=0.7), [], []))
-    assert [(s.standing, s.confirmed_by, s.at_end) for s in slower] == [(REGRESSED, "persistence", False)]
+    assert [(s.standing, s.confirmed_by, s.at_end, s.tried) for s in slower] == [(REGRESSED, "persistence", False, False)]
     assert [s.standing for s in faster] == [IMPROVED]
+    # found runs after it happened, it still gets its A/B: the nightly job runs what `suspects` lists
+    assert check.suspects() == {(_sha(29), _sha(30)): [SLOWED]}
+    (judged,) = _steps_of(judge_history(SLUG, "quick", runs, [_ab(29, 30, UNCHANGED, 1.01)], []))
+    assert (judged.standing, judged.confirmed_by) == (ENVIRONMENT, "ab")
+    # an A/B that decided nothing leaves the persistence standing, and is not asked for again
+    undecided = judge_history(SLUG, "quick", runs, [_ab(29, 30, INCONCLUSIVE, 1.2)], [])
+    assert [(s.standing, s.tried) for s in _steps_of(undecided)] == [(REGRESSED, True)] and not undecided.suspects()
+
+
+def test_suspects_list_the_steps_at_the_end_first():
+    runs, other = synthetic_runs(60, step_at=30), POINTS[1]
+    for i in range(57, 60):  # a second point 30% slower in the last 3 runs
+        p = runs[i].points[other]
+        slower = replace(p, latency_s=p.latency_s * 1.3, ttft_s=p.ttft_s * 1.3, tpot_s=p.tpot_s * 1.3)
+        runs[i] = replace(runs[i], points={**runs[i].points, other: slower})
+    check = judge_history(SLUG, "quick", runs, [], [])
+    assert list(check.suspects().items()) == [((_sha(56), _sha(57)), [other]), ((_sha(29), _sha(30)), [SLOWED])]
 
 
 def test_a_step_with_an_environment_change_in_its_range_is_the_environment():

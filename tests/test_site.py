@@ -3,7 +3,8 @@
 DOM after its scripts ran holds the charts, step markers, environment lines and readiness figures.
 
 The browser tests skip where `chromium` is not on PATH, and fail there with PP_REQUIRE_BROWSER=1 (CI).
-`save_screenshot(path)` saves a picture of a realistic page (docs/site-screenshot.png).
+`save_screenshot(path)` saves a picture of a realistic page (docs/site-screenshot.png);
+`save_screenshot(path, trial_page())` of the real trial's (docs/history-trial.png).
 """
 from __future__ import annotations
 
@@ -486,6 +487,40 @@ def test_a_year_of_nightly_runs_renders_and_draws(tmp_path, chromium):
           f"ready in Chromium at {body.attrs['data-ready-ms']} ms, {body.attrs['data-charts']} charts")
     assert body.attrs["data-charts"] == "24" and int(body.attrs["data-ready-ms"]) >= 0
     assert sum(_dots(chart) for chart in dom.find_all("svg", "chart")) == 24 * 365 - 2
+
+
+# The history of a real trial on the 2-core CPU (docs/history.md, "Trials"): 21 nightly runs of SmolLM2
+# dense and depth at M=1, one commit of which makes 20 of its 30 blocks run their MLP twice, with the
+# A/B that confirmed the step and the bisection that named that commit.
+TRIAL = Path(__file__).parent / "data" / "history-trial"
+
+
+def trial_page() -> SitePage:
+    """The page of the real trial's history (docs/history-trial.png is its screenshot)."""
+    from pruned_perf.analysis.site_data import site_page
+
+    return site_page(TRIAL, REPO)
+
+
+def test_the_real_trials_page_shows_the_planted_step_and_its_culprit(tmp_path, chromium):
+    page = trial_page()
+    (group,) = page.groups
+    planted = [i for i, run in enumerate(group.runs) if run.subject.startswith("plant:")]
+    assert len(group.runs) == 21 and len(planted) == 1
+    dom = dump_dom(chromium, render(page, tmp_path))
+    section = _section(dom, 0)
+    rows = [r for r in section.find_all("tr", "step-row") if "s-regressed" in r.attrs["class"]]
+    assert rows, "no regressed step on the page"
+    culprit = COMMIT_URL.format(sha=group.runs[planted[0]].commit)
+    for row in rows:  # each regressed step: its range ends at the planted commit, which is its culprit
+        links = [a.attrs["href"] for a in row.find_all("a") if a.attrs.get("href", "").startswith("https://")]
+        assert culprit in links and "plant: the MLPs of the first 20 blocks run twice" in row.text()
+        assert links[0] == COMPARE_URL.format(before=group.runs[planted[0] - 1].commit, after=group.runs[planted[0]].commit)
+    for step in group.steps:
+        if step.standing == "regressed":
+            marks = _chart(section, step.point).find_all("g", "step")
+            assert any("regressed" in m.text() for m in marks)
+    assert int(dom.find_all("body")[0].attrs["data-charts"]) == len(group.points) == 2
 
 
 def test_the_screenshot_is_a_full_window_png(tmp_path, chromium):

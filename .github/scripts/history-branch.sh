@@ -3,7 +3,7 @@
 # run under history/, written only by the push and nightly jobs of main.
 #
 #   history-branch.sh checkout            check the branch out into ./history-branch (made, empty, on first use)
-#   history-branch.sh confirm [ARGS...]   A/B and bisect every suspected step of the history on this machine
+#   history-branch.sh confirm [ARGS...]   A/B and bisect the steps `history check` lists to run (suspects)
 #                                         (at most MAX_SUSPECTS ranges a run); ARGS go to every A/B's pytest
 #   history-branch.sh push                commit what was added and push it (again on a race: files never clash)
 set -euo pipefail

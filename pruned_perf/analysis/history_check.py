@@ -7,7 +7,8 @@ standing:
 
 - `suspected`: at the end of the series (fewer than `settle` runs after it) and not yet confirmed;
 - `regressed` / `improved`: an A/B of the range's two ends on the history's machine found it
-  (pruned_perf.analysis.history_ab), or, with no A/B, it persisted through `settle` runs and more;
+  (pruned_perf.analysis.history_ab), or, with no A/B, it persisted through `settle` runs and more (the
+  nightly job then A/Bs it too: `suspects`);
 - `environment`: not the code: the A/B of its two ends found no change, or a bisection found none in the
   code, or (with no A/B) the environment changed within its range (hardware, driver, torch,
   transformers, threads) or the point's steadiness probe stepped with it;
@@ -51,6 +52,7 @@ class HistoryStep:
     culprit_subject: str | None = None
     culprit_ratio: float | None = None
     reason: str = ""
+    tried: bool = False  # an A/B of its range ran on this point, whatever it found
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,13 +77,17 @@ class HistoryCheck:
         return any(s.standing == REGRESSED and s.at_end for s in self.steps)
 
     def suspects(self) -> dict:
-        """(good, bad) -> the points whose suspected steps an A/B of those two commits would confirm."""
+        """(good, bad) -> the points an A/B of those two commits would judge, in the order to run them: the
+        suspected steps, then the steps that stand by persistence alone and no A/B has tried (a step can
+        be found only runs after it happened), each newest first."""
+        untried = [s for s in self.steps if s.confirmed_by == "persistence" and not s.tried]
         out: dict = {}
-        for s in self.steps:
-            if s.standing == SUSPECTED and s.good and s.bad:
-                out.setdefault((s.good, s.bad), [])
-                if s.point not in out[(s.good, s.bad)]:
-                    out[(s.good, s.bad)].append(s.point)
+        for group in ([s for s in self.steps if s.standing == SUSPECTED], untried):
+            for s in sorted(group, key=lambda s: -s.at):
+                if s.good and s.bad:
+                    out.setdefault((s.good, s.bad), [])
+                    if s.point not in out[(s.good, s.bad)]:
+                        out[(s.good, s.bad)].append(s.point)
         return out
 
 
@@ -151,7 +157,7 @@ def _stand(step: Step, runs: list[HistoryRun], abs_: list[HistoryAB], bisections
     ab = next((a for a in reversed(abs_) if (a.base, a.head) == (good, bad) and point in a.points), None)
     if ab is not None and ab.points[point].status in (REGRESSED, IMPROVED, UNCHANGED):
         return _confirmed(base, ab)
-    return _unconfirmed(base, step, settings)
+    return _unconfirmed(replace(base, tried=ab is not None or bisection is not None), step, settings)
 
 
 def _with(step: HistoryStep, standing: str, by: str | None, reason: str, **more) -> HistoryStep:
