@@ -43,10 +43,11 @@ def chain(tmp_path_factory) -> list[str]:
 
 
 def scripted(repo: Path, shas: list[str], slowdown: dict, fails: set = frozenset(), tmp: Path = Path("/tmp"),
-             inconclusive: dict | None = None):
+             inconclusive: dict | None = None, interval: float | None = None):
     """A bisection whose A/B of (base, head) says head is the product of `slowdown[c]` over the commits
     after base up to head slower (regressed beyond 5%), or fails at a commit in `fails`, or is
-    inconclusive the first `inconclusive[c]` times commit c is tried."""
+    inconclusive the first `inconclusive[c]` times commit c is tried (with the interval ratio */ interval
+    where given, else none)."""
     run = BisectRun(repo, shas[0], shas[-1], "quick", [POINT], tmp, tmp, say=lambda line: None)
     calls = []
     noisy = dict(inconclusive or {})
@@ -59,11 +60,15 @@ def scripted(repo: Path, shas: list[str], slowdown: dict, fails: set = frozenset
         for i in range(shas.index(base) + 1, shas.index(head) + 1):
             ratio *= slowdown.get(i, 1.0)
         status = REGRESSED if ratio > 1.05 else UNCHANGED
+        low = high = None
         if noisy.get(shas.index(head), 0) > 0:
             noisy[shas.index(head)] -= 1
             status = INCONCLUSIVE
+            if interval:
+                low, high = ratio / interval, ratio * interval
         ab = HistoryAB(measured="2026-12-07T00:00:00", purpose=purpose, profile="quick", base=base, head=head,
-                       env=ENV, points={POINT: PointVerdict(status=status, ratio=ratio, pairs=16)})
+                       env=ENV, points={POINT: PointVerdict(status=status, ratio=ratio, ci_low=low, ci_high=high,
+                                                             pairs=16)})
         run.abs.append(ab)
         return ab
 
@@ -118,6 +123,19 @@ def test_an_inconclusive_commit_runs_once_more_before_it_is_skipped(chain):
     b = scripted(repo, shas, {6: 1.5}, inconclusive={5: 2})[0].run()
     assert b.outcome == UNDECIDED and b.skipped == [shas[5]]
     assert b.reason.startswith(f"the first bad commit is one of {shas[5][:12]}, {shas[6][:12]}")
+
+
+def test_an_inconclusive_ab_still_tells_which_level_a_commit_is_at(chain):
+    """A 1.5x step: an inconclusive A/B whose interval lies below the step's middle (sqrt 1.5 = 1.22) puts
+    the commit at the old level, one above it at the new level; neither is run again nor skipped."""
+    repo, shas = chain
+    run, calls = scripted(repo, shas, {6: 1.5}, inconclusive={4: 1, 6: 1}, interval=1.1)
+    b = run.run()
+    assert (b.outcome, b.culprit, b.skipped) == (CULPRIT, shas[6], [])
+    assert calls.count((0, 4)) == 1 and len(calls) == len(set(calls))
+    # an interval that straddles the middle says neither: run again, then skipped
+    b = scripted(repo, shas, {6: 1.5}, inconclusive={4: 2}, interval=1.3)[0].run()
+    assert b.skipped == [shas[4]] and b.culprit == shas[6]
 
 
 def test_bad_revisions_are_one_error_and_exit_2(chain, capsys, tmp_path):

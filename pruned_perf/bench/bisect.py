@@ -5,7 +5,8 @@ per commit tried, each judged with the A/B's own error control (pruned_perf.anal
 Every A/B runs the perf suite of the commit under test (`pytest perf/ --pp-ab BASE` in a worktree of it,
 its code on PYTHONPATH), so each side measures with its own code; plans are shared in one cache. The
 user's checkout is never touched. Like `git bisect skip`, a commit whose A/B cannot run (it does not
-build or import, or a side fails) is skipped and said; one whose A/B stays inconclusive twice is too.
+build or import, or a side fails) is skipped and said; so is one whose A/B says twice neither that it is
+slower (`regressed`, or above the middle of the step) nor that it is not (`unchanged`, or below it).
 
 The end (pruned_perf.analysis.history_ab.Bisection): the first bad commit (the first one the A/B finds
 slower than GOOD, confirmed by an A/B against its own parent, with that ratio); or a change spread over
@@ -14,6 +15,7 @@ judged alike: the step was the machine's); or undecided (the commits that could 
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -59,7 +61,7 @@ class BisectRun:
             return self._end(NOT_IN_CODE, reason=f"the A/B of {self.good[:12]}..{self.bad[:12]}: "
                                                   f"{_summary(first)}")
         points = first.regressed
-        low, high = self._search(commits, points)
+        low, high = self._search(commits, points, {p: first.points[p].ratio for p in points})
         if high - low > 1:  # only skipped commits are left between the last good one and the first bad
             could_be = ", ".join(c[:12] for c in commits[low + 1:high + 1])
             return self._end(UNDECIDED, points, reason=f"the first bad commit is one of {could_be}: the others "
@@ -75,10 +77,10 @@ class BisectRun:
                             f"{self.good}..{self.bad} lists {len(commits)} commits)")
         return commits
 
-    def _search(self, commits: list[str], points: list) -> tuple[int, int]:
+    def _search(self, commits: list[str], points: list, step: dict) -> tuple[int, int]:
         """(low, high): commits[high] is the first commit the A/B finds slower than GOOD on `points` where
         high = low + 1; commits[low] is not slower (-1: GOOD itself). Where commits in between were
-        skipped and none is left to try, high - low > 1."""
+        skipped and none is left to try, high - low > 1. `step`: each point's new/old over the range."""
         low, high = -1, len(commits) - 1  # BAD is slower
         tried: set = set()
         while high - low > 1:
@@ -87,14 +89,14 @@ class BisectRun:
                 break
             tried.add(index)
             ab = self._ab(self.good, commits[index], "bisect")
-            if ab is not None and not _judged(ab, points):
-                # A noisy moment leaves an A/B inconclusive as often as the code does: once more first.
-                self.say(f"pruned-perf bisect: {commits[index][:12]} inconclusive: its A/B runs once more")
+            if ab is not None and level(ab, step) is None:
+                # A noisy moment leaves an A/B undecided as often as the code does: once more first.
+                self.say(f"pruned-perf bisect: {commits[index][:12]} undecided: its A/B runs once more")
                 ab = self._ab(self.good, commits[index], "bisect")
-            if ab is None or not _judged(ab, points):
+            side = level(ab, step) if ab is not None else None
+            if side is None:
                 self.skipped.append(commits[index])
-                continue
-            if any(p in ab.regressed for p in points):
+            elif side == BAD:
                 high = index
             else:
                 low = index
@@ -158,9 +160,27 @@ class BisectRun:
                          reason=reason, **detail)
 
 
-def _judged(ab: HistoryAB, points: list) -> bool:
-    """Whether the A/B judged any of the points (`regressed` or `unchanged`): else the commit is skipped."""
-    return any(ab.points.get(p) and ab.points[p].status in (REGRESSED, UNCHANGED) for p in points)
+GOOD, BAD = "good", "bad"
+
+
+def level(ab: HistoryAB, step: dict) -> str | None:
+    """Which side of the step a commit's A/B against GOOD puts it on, for the points of `step` (point ->
+    new/old over the whole range): BAD where a point is `regressed`, or its latency's interval lies above
+    the middle of the step (geometric: sqrt of new/old); GOOD where a point is `unchanged`, or its interval
+    lies below that middle; None (the commit is skipped) where no point says either. An inconclusive A/B
+    of identical code (its estimate near the bias floor, a noisy TTFT) still tells which level a commit
+    is at; the first bad commit is then confirmed against its own parent all the same."""
+    sides = set()
+    for point, ratio in step.items():
+        verdict = ab.points.get(point)
+        if verdict is None:
+            continue
+        middle = math.sqrt(ratio) if ratio else None
+        if verdict.status == REGRESSED or (middle and verdict.ci_low and verdict.ci_low > middle):
+            sides.add(BAD)
+        elif verdict.status == UNCHANGED or (middle and verdict.ci_high and verdict.ci_high < middle):
+            sides.add(GOOD)
+    return BAD if BAD in sides else GOOD if GOOD in sides else None
 
 
 def _summary(ab: HistoryAB) -> str:
