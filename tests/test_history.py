@@ -195,6 +195,7 @@ def test_a_settled_step_is_regressed_or_improved_by_persistence_until_an_ab_trie
     # an A/B that decided nothing leaves the persistence standing, and is not asked for again
     undecided = judge_history(SLUG, "quick", runs, [_ab(29, 30, INCONCLUSIVE, 1.2)], [])
     assert [(s.standing, s.tried) for s in _steps_of(undecided)] == [(REGRESSED, True)] and not undecided.suspects()
+    assert _steps_of(undecided)[0].reason.endswith("the A/B of its range decided nothing")
 
 
 def test_suspects_list_the_steps_at_the_end_first():
@@ -298,7 +299,7 @@ def test_site_of_a_history_writes_one_page_with_its_steps(tmp_path, capsys):
     assert main(["site", str(history), "--out", str(tmp_path / "site"), "--repo-url", "https://github.com/o/r"]) == 0
     page = (tmp_path / "site" / "index.html").read_text()
     assert SLOWED in page and f"https://github.com/o/r/compare/{_sha(29)}...{_sha(30)}" in page
-    assert "latest A/B" in page and "data:image/png;base64," in page  # the last run's figure
+    assert "Latest A/B: " in page and "data:image/png;base64," in page  # the last run's figure
 
 
 def test_the_history_commands_run_without_torch(tmp_path):

@@ -190,7 +190,8 @@ def _unconfirmed(step: HistoryStep, found: Step, settings: StepSettings) -> Hist
     if found.at_end:
         return _with(step, SUSPECTED, None, "at the end of the series: an A/B of its two ends would confirm it")
     standing = REGRESSED if step.worse else IMPROVED
-    return _with(step, standing, "persistence", f"held for {settings.settle} runs and more; no A/B of its range")
+    ab = "the A/B of its range decided nothing" if step.tried else "no A/B of its range yet"
+    return _with(step, standing, "persistence", f"held for {settings.settle} runs and more; {ab}")
 
 
 def _environment(runs: list[HistoryRun], step: Step, probe_steps: list) -> str:

@@ -103,7 +103,7 @@ def _latest_ab(ab: HistoryAB) -> SiteAB:
             for pid, p in ab.points.items()]
     lines = [f"base {ab.base[:12]}, new {ab.head[:12]} ({ab.purpose}), measured {ab.measured[:19]}",
              f"{sum(p.status == 'regressed' for p in ab.points.values())} regressed of {len(ab.points)} points"]
-    return SiteAB(title=f"latest A/B: {ab.base[:12]}..{ab.head[:12]}", lines=lines, rows=rows)
+    return SiteAB(title=f"{ab.base[:12]}..{ab.head[:12]}", lines=lines, rows=rows)
 
 
 # ---- the last run's figure ----
