@@ -208,7 +208,7 @@ def _conclusion(b) -> str:
     if b.culprit:
         head += (f"\nfirst bad commit: {b.culprit} {b.subject or ''} ({b.author_time or '?'})"
                  + (f", {b.ratio:.3f}x [{b.ci_low:.3f}, {b.ci_high:.3f}]" if b.ratio and b.ci_low and b.ci_high else ""))
-    skipped = f"\nskipped (could not run or stayed inconclusive): {', '.join(c[:12] for c in b.skipped)}" \
+    skipped = f"\nskipped (its A/B could not run, or placed it at neither level): {', '.join(c[:12] for c in b.skipped)}" \
         if b.skipped else ""
     return head + (f"\n{b.reason}" if b.reason else "") + skipped
 

@@ -61,7 +61,7 @@ class BisectRun:
             return self._end(NOT_IN_CODE, reason=f"the A/B of {self.good[:12]}..{self.bad[:12]}: "
                                                   f"{_summary(first)}")
         points = first.regressed
-        low, high = self._search(commits, points, {p: first.points[p].ratio for p in points})
+        low, high = self._search(commits, {p: first.points[p].ratio for p in points})
         if high - low > 1:  # only skipped commits are left between the last good one and the first bad
             could_be = ", ".join(c[:12] for c in commits[low + 1:high + 1])
             return self._end(UNDECIDED, points, reason=f"the first bad commit is one of {could_be}: the others "
@@ -77,10 +77,10 @@ class BisectRun:
                             f"{self.good}..{self.bad} lists {len(commits)} commits)")
         return commits
 
-    def _search(self, commits: list[str], points: list, step: dict) -> tuple[int, int]:
-        """(low, high): commits[high] is the first commit the A/B finds slower than GOOD on `points` where
-        high = low + 1; commits[low] is not slower (-1: GOOD itself). Where commits in between were
-        skipped and none is left to try, high - low > 1. `step`: each point's new/old over the range."""
+    def _search(self, commits: list[str], step: dict) -> tuple[int, int]:
+        """(low, high): commits[high] is the first commit the A/B finds at the new level of `step` (each
+        regressed point's new/old over the range) where high = low + 1; commits[low] is at the old level
+        (-1: GOOD itself). Where commits in between were skipped and none is left to try, high - low > 1."""
         low, high = -1, len(commits) - 1  # BAD is slower
         tried: set = set()
         while high - low > 1:
